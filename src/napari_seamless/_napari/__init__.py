@@ -1,0 +1,1 @@
+"""Everything that touches napari or Qt: the widget, overlay layers, sample data."""

@@ -1,0 +1,367 @@
+"""The dock widget: pick an image, a model and a tile size; see the grid; Run; watch tiles.
+
+The widget only wires signals. Geometry comes from :class:`~napari_seamless.grid.TileGrid`
+(through :class:`~napari_seamless.engine.Predictor`), models from
+:func:`~napari_seamless.models.load_model`, and inference runs in a napari worker thread
+that yields one small :class:`~napari_seamless.engine.TileEvent` per tile; every layer
+change happens on the GUI thread in the slots below.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    Label,
+    ProgressBar,
+    PushButton,
+    SpinBox,
+)
+from napari.layers import Image
+from napari.qt.threading import create_worker
+from qtpy.QtWidgets import QVBoxLayout, QWidget
+
+from ..engine import ChannelError, Predictor, TileEvent, to_channel_first
+from ..grid import TileGrid, TileSizeError
+from ..stores import PyramidStore
+from . import layers as ov
+
+if TYPE_CHECKING:
+    import napari
+
+FROM_FILE = "from file..."
+MODEL_CHOICES = [
+    ("nuclei (default, trained)", "nuclei"),
+    ("U-Net, random weights", "unet-random"),
+    ("TorchScript / state-dict file...", FROM_FILE),
+]
+REFRESH_INTERVAL_S = 0.2
+
+
+def _load_and_analyse(spec: str) -> tuple[Any, Predictor]:
+    """Worker-thread job: load a model and compute its F and halo."""
+    from ..models import load_model
+
+    loaded = load_model(spec)
+    return loaded, Predictor(loaded.module, ndim=loaded.ndim, in_channels=loaded.in_channels)
+
+
+def _tiles(predictor: Predictor, data: Any, store: PyramidStore, tile: int, axes: str | None):
+    """Worker-thread generator: run the tiles, yield one event each."""
+    yield from predictor.run(data, store, tile, output="labels", axes=axes)
+
+
+class SeamlessWidget(QWidget):
+    """Exact tiled segmentation of an image layer, streamed into a Labels layer.
+
+    Parameters
+    ----------
+    napari_viewer : napari.viewer.Viewer
+        The viewer (injected by napari).
+    """
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.predictor: Predictor | None = None
+        self.model_name: str | None = None
+        self.worker: Any = None
+        self.result_layer: Any = None
+        self._grid_layer: Any = None
+        self._halo_layer: Any = None
+        self._grid: TileGrid | None = None
+        self._models: dict[str, tuple[Any, Predictor]] = {}
+        self._loader: Any = None
+        self._last_refresh = 0.0
+        self._t0 = 0.0
+        self._problem_shown = False
+
+        self.image = ComboBox(label="image", choices=self._image_choices, nullable=True)
+        self.model = ComboBox(label="model", choices=MODEL_CHOICES, value="nuclei")
+        self.model_file = FileEdit(label="model file", mode="r", filter="*.pt *.pth *.ts *.pts", visible=False)
+        self.tile = SpinBox(label="tile (px)", min=1, max=16384, step=16, value=512)
+        self.show_grid = CheckBox(text="show ZoR grid and halo", value=True)
+        self.info = Label(label="geometry", value="")
+        self.run_button = PushButton(text="Run")
+        self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.progress = ProgressBar(label="tiles", value=0, max=1)
+        self.status = Label(label="status", value="")
+        self.container = Container(
+            widgets=[
+                self.image,
+                self.model,
+                self.model_file,
+                self.tile,
+                self.show_grid,
+                self.info,
+                self.run_button,
+                self.cancel_button,
+                self.progress,
+                self.status,
+            ]
+        )
+        self.info.native.setWordWrap(True)
+        self.status.native.setWordWrap(True)
+        layout = QVBoxLayout()
+        layout.addWidget(self.container.native)
+        layout.addStretch(1)
+        self.setLayout(layout)
+        self.setMinimumWidth(320)
+
+        self.image.changed.connect(self._update)
+        self.model.changed.connect(self._on_model_choice)
+        self.model_file.changed.connect(self._on_model_choice)
+        self.tile.changed.connect(self._update)
+        self.show_grid.changed.connect(self._update)
+        self.run_button.changed.connect(self.run)
+        self.cancel_button.changed.connect(self.cancel)
+        self.viewer.layers.events.inserted.connect(self._reset_layers)
+        self.viewer.layers.events.removed.connect(self._reset_layers)
+        self._reset_layers()
+        self._on_model_choice()
+
+    # ------------------------------------------------------------------ choices
+    def _image_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Image)]
+
+    def _reset_layers(self, _event: Any = None) -> None:
+        self.image.reset_choices()
+        self._update()
+
+    # ------------------------------------------------------------------ model
+    def _model_spec(self) -> str | None:
+        if self.model.value != FROM_FILE:
+            return self.model.value
+        path = Path(self.model_file.value)
+        return str(path) if path.is_file() else None
+
+    def _on_model_choice(self, _value: Any = None) -> None:
+        self.model_file.visible = self.model.value == FROM_FILE
+        spec = self._model_spec()
+        if spec is None:
+            self._set_status("Choose a model file (TorchScript or a state dict of the built-in U-Net).")
+            return
+        if spec in self._models:
+            self._model_ready(spec, self._models[spec])
+            return
+        self._set_status(f"Loading {spec} and computing its halo and F...")
+        self.run_button.enabled = False
+        worker = create_worker(_load_and_analyse, spec, _start_thread=False)
+        worker.returned.connect(lambda result, spec=spec: self._model_ready(spec, result))
+        worker.errored.connect(lambda err, spec=spec: self._model_failed(spec, err))
+        self._loader = worker
+        worker.start()
+
+    def _model_ready(self, spec: str, result: tuple[Any, Predictor]) -> None:
+        self._models[spec] = result
+        if spec != self._model_spec():
+            return  # the user moved on while this one loaded
+        self.predictor = result[1]
+        self.model_name = spec
+        factor = self.predictor.factor[0]
+        self.tile.step = factor
+        value = max(self.tile.value, 2 * self.predictor.halo[0] + factor)
+        self.tile.value = int(np.ceil(value / factor) * factor)
+        self._set_status(f"Model {Path(spec).name}: {self.predictor.rf.describe() if self.predictor.rf else ''}")
+        self._update()
+
+    def _model_failed(self, spec: str, err: Exception) -> None:
+        keep = f" Still using {self.model_name}." if self.model_name else ""
+        self._set_status(f"Could not load model {spec}: {err}.{keep}", error=True)
+        self._update(keep_status=True)
+
+    # ------------------------------------------------------------------ geometry
+    def _validate(self) -> tuple[str | None, TileGrid | None]:
+        """Return (problem, grid): a message saying what is wrong, or the grid to run."""
+        layer = self.image.value
+        if layer is None or not isinstance(layer, Image):
+            return (
+                "No image layer: open an image (File > Open Sample > napari-seamless) and "
+                "choose it above. Labels, points and shapes layers cannot be segmented.",
+                None,
+            )
+        if self.predictor is None:
+            return "Waiting for the model...", None
+        data = layer.data[0] if layer.multiscale else layer.data
+        try:
+            arr, _ = to_channel_first(
+                data, self.predictor.ndim, self.predictor.in_channels, "YXC" if layer.rgb else None
+            )
+            grid = self.predictor.grid(arr.shape[1:], int(self.tile.value), border="clip")
+        except (ChannelError, TileSizeError) as err:
+            return str(err), None
+        return None, grid
+
+    def _update(self, _value: Any = None, keep_status: bool = False) -> None:
+        if self.worker is not None:
+            return  # geometry is fixed while a run is in flight
+        problem, grid = self._validate()
+        self._grid = grid
+        self.run_button.enabled = problem is None
+        if problem is not None:
+            self.info.value = ""
+            if not keep_status:
+                self._set_status(problem, error=self.predictor is not None or self.image.value is None)
+                self._problem_shown = True
+            self._remove_overlays()
+            return
+        assert self.predictor is not None
+        rf = self.predictor.rf
+        self.info.value = (
+            f"F {grid.factor[0]} px, halo {grid.halo[0]} px"
+            + (f" (Eq. 1: {rf.eq1[0]})" if rf and rf.eq1 else "")
+            + f"\nZoR {grid.zor_size[0]} px, {len(grid)} tiles "
+            + f"({' x '.join(map(str, grid.grid_shape))})\n"
+            + f"overhead {grid.overhead:.2f}x (window / ZoR area)"
+        )
+        if not keep_status and self._problem_shown:
+            self._set_status(f"Ready: model {self.model_name}.")
+        self._draw_overlays(grid, 0)
+
+    # ------------------------------------------------------------------ overlays
+    def _remove_overlays(self) -> None:
+        for layer in (self._grid_layer, self._halo_layer):
+            if layer is not None and layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+        self._grid_layer = self._halo_layer = None
+
+    def _draw_overlays(self, grid: TileGrid, tile_index: int) -> None:
+        layer = self.image.value
+        if not self.show_grid.value or grid.ndim != 2 or layer is None:
+            self._remove_overlays()
+            return
+        place = ov.placement(layer)
+        width = ov.line_width(grid)
+        lines = ov.grid_lines(grid)
+        if self._grid_layer is None or self._grid_layer not in self.viewer.layers:
+            self._grid_layer = self.viewer.add_vectors(
+                lines, name=ov.GRID_NAME, edge_width=width, edge_color=ov.GRID_COLOR,
+                vector_style="line", opacity=0.8, **place,
+            )
+        else:
+            self._grid_layer.data = lines
+            self._grid_layer.edge_width = width
+            self._grid_layer.scale, self._grid_layer.translate = place["scale"], place["translate"]
+        self._draw_halo(grid, tile_index, place)
+
+    def _draw_halo(self, grid: TileGrid, tile_index: int, place: dict | None = None) -> None:
+        if not self.show_grid.value or grid.ndim != 2:
+            return
+        boxes = ov.tile_boxes(grid, grid[tile_index])
+        if self._halo_layer is None or self._halo_layer not in self.viewer.layers:
+            place = place or ov.placement(self.image.value)
+            self._halo_layer = self.viewer.add_shapes(
+                boxes, shape_type="rectangle", name=ov.HALO_NAME, edge_width=ov.line_width(grid),
+                edge_color=ov.HALO_COLOR, face_color=["transparent", [0.0, 1.0, 1.0, 0.15]],
+                **place,
+            )
+        else:
+            self._halo_layer.data = boxes
+            self._halo_layer.face_color = ["transparent", [0.0, 1.0, 1.0, 0.15]]
+
+    def _raise_overlays(self) -> None:
+        for layer in (self._grid_layer, self._halo_layer):
+            if layer is not None and layer in self.viewer.layers:
+                self.viewer.layers.move(self.viewer.layers.index(layer), len(self.viewer.layers))
+
+    # ------------------------------------------------------------------ run
+    def run(self, _value: Any = None) -> None:
+        """Start the tiled run in a worker thread (no-op with a message on bad input)."""
+        if self.worker is not None:
+            return
+        problem, grid = self._validate()
+        if problem is not None or grid is None or self.predictor is None:
+            self._set_status(problem or "Nothing to run.", error=True)
+            return
+        image = self.image.value
+        data = image.data[0] if image.multiscale else image.data
+        store = PyramidStore.zeros(grid.shape, dtype=np.uint8)
+        levels = store.levels
+        place = ov.placement(image)
+        self.result_layer = self.viewer.add_labels(
+            levels if len(levels) > 1 else levels[0],
+            multiscale=len(levels) > 1,
+            name=f"{image.name} seamless",
+            opacity=0.6,
+            metadata={
+                "seamless": {
+                    "complete": False,
+                    "tiles_done": 0,
+                    "tiles_total": len(grid),
+                    "model": self.model_name,
+                    "tile": grid.tile,
+                    "halo": grid.halo,
+                    "factor": grid.factor,
+                }
+            },
+            **place,
+        )
+        self._raise_overlays()
+        self.progress.max = len(grid)
+        self.progress.value = 0
+        self.run_button.enabled = False
+        self.cancel_button.enabled = True
+        self._set_status(f"Running {len(grid)} tiles...")
+        self._t0 = time.perf_counter()
+        worker = create_worker(
+            _tiles, self.predictor, data, store, int(self.tile.value),
+            "YXC" if image.rgb else None, _start_thread=False,
+        )
+        worker.yielded.connect(self._on_tile)
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        worker.start()
+
+    def cancel(self, _value: Any = None) -> None:
+        """Stop after the tile in progress; finished tiles are kept."""
+        if self.worker is not None:
+            self._set_status("Cancelling after the current tile...")
+            self.worker.quit()
+
+    def _on_tile(self, event: TileEvent) -> None:
+        self.progress.value = event.done
+        meta = self.result_layer.metadata["seamless"]
+        meta["tiles_done"] = event.done
+        if self._grid is not None and event.done < event.total:
+            self._draw_halo(self._grid, event.done)
+        now = time.perf_counter()
+        if now - self._last_refresh >= REFRESH_INTERVAL_S:
+            self._last_refresh = now
+            self.result_layer.refresh(thumbnail=False, extent=False, highlight=False)
+
+    def _on_error(self, err: Exception) -> None:
+        self._set_status(f"Run failed: {err}. The layer holds only the finished tiles.", error=True)
+
+    def _on_finished(self) -> None:
+        layer = self.result_layer
+        meta = layer.metadata["seamless"]
+        done, total = meta["tiles_done"], meta["tiles_total"]
+        meta["complete"] = done == total
+        layer.refresh()
+        elapsed = time.perf_counter() - self._t0
+        if done == total:
+            self._set_status(f"Done: {total} tiles in {elapsed:.1f} s ({elapsed / total:.2f} s per tile).")
+        else:
+            layer.name = f"{layer.name} (incomplete)"
+            if not self.status.value.startswith("Run failed"):
+                self._set_status(
+                    f"Cancelled: {done} of {total} tiles done. The result is INCOMPLETE "
+                    "(unfinished tiles are 0 = background).",
+                    error=True,
+                )
+        self.worker = None
+        self.cancel_button.enabled = False
+        self._update(keep_status=True)
+
+    def _set_status(self, text: str, error: bool = False) -> None:
+        self._problem_shown = False
+        self.status.value = text
+        self.status.native.setStyleSheet("color: #ff7070;" if error else "")

@@ -1,0 +1,209 @@
+"""The ``seamless`` command line: ``predict``, ``halo`` and ``demo``.
+
+Examples
+--------
+::
+
+    seamless predict image.tif -o labels.tif                 # default model, tile 512
+    seamless predict image.tif -o scores.zarr --probabilities
+    seamless halo --model nuclei --json
+    seamless demo --screenshot demo.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+
+def _fail(message: str) -> int:
+    print(f"seamless: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _read_image(path: Path) -> Any:
+    import tifffile
+
+    if not path.exists():
+        raise FileNotFoundError(f"input image {path} does not exist")
+    if path.suffix.lower() in (".zarr",) or path.is_dir():
+        import zarr
+
+        return zarr.open_array(str(path), mode="r")
+    try:
+        return tifffile.memmap(str(path), mode="r")
+    except (ValueError, OSError):  # compressed or tiled TIFF: read it whole
+        return tifffile.imread(str(path))
+
+
+def _open_output(
+    path: Path, is_zarr: bool, shape: tuple[int, ...], dtype: Any, chunks: tuple[int, ...]
+) -> Any:
+    """A zarr array to fill (zarr outputs) or None for TIFF (written at the end)."""
+    if not is_zarr:
+        return None
+    import zarr
+
+    return zarr.open_array(str(path), mode="w", shape=shape, dtype=dtype, chunks=chunks)
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+    import tifffile
+
+    from .engine import Predictor, _drain, to_channel_first
+    from .models import load_model
+    from .stores import ArrayStore
+
+    out = Path(args.output)
+    if out.suffix.lower() not in (".tif", ".tiff", ".zarr"):
+        return _fail(f"output {out} must end in .tif, .tiff or .zarr")
+    if out.exists() and not args.overwrite:
+        return _fail(f"output {out} exists; pass --overwrite to replace it")
+    image = _read_image(Path(args.image))
+    loaded = load_model(args.model)
+    pred = Predictor(
+        loaded.module, ndim=loaded.ndim, in_channels=loaded.in_channels, halo=args.halo,
+        device=args.device, dtype="float64" if args.float64 else "float32",
+    )
+    if args.halo is not None and pred.rf is not None and args.halo < pred.rf.halo[0]:
+        print(
+            f"seamless: warning: halo {args.halo} is below the exact halo {pred.rf.halo[0]}; "
+            "the result will differ from whole-image inference",
+            file=sys.stderr,
+        )
+    arr, axes = to_channel_first(image, pred.ndim, pred.in_channels, args.axes)
+    spatial = arr.shape[1:]
+    grid = pred.grid(spatial, args.tile, border=args.border)
+    print(f"seamless: {Path(args.image).name} {tuple(spatial)} | model {loaded.name} | "
+          f"{grid.describe()}", file=sys.stderr)
+    classes = pred.classes()
+    if args.probabilities:
+        shape, dtype, output = (classes, *spatial), np.float32, "probabilities"
+        chunks = (1, *grid.zor_size)
+    else:
+        shape, dtype, output = tuple(spatial), np.uint8 if classes <= 255 else np.uint16, "labels"
+        chunks = grid.zor_size
+    # Write to a temporary name and rename at the end: an interrupted run never leaves a
+    # file that looks complete.
+    tmp = out.with_name(f".{out.name}.partial")
+    if tmp.exists():
+        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+    target = _open_output(tmp, out.suffix.lower() == ".zarr", shape, dtype, chunks)
+    result = target if target is not None else np.zeros(shape, dtype=dtype)
+    try:
+        events = pred.run(
+            image, ArrayStore(result), args.tile, output=output, axes=args.axes, border=args.border,
+            batch_size=args.batch_size,
+        )
+        _drain(events, progress=not args.quiet)
+        if target is None:
+            tifffile.imwrite(str(tmp), result, compression="zlib",
+                             metadata={"axes": ("C" if args.probabilities else "") + axes.replace("C", "")})
+    except BaseException:
+        if tmp.exists():
+            shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+        raise
+    if out.exists():
+        shutil.rmtree(out) if out.is_dir() else out.unlink()
+    os.replace(tmp, out)
+    print(f"seamless: wrote {out}", file=sys.stderr)
+    return 0
+
+
+def _cmd_halo(args: argparse.Namespace) -> int:
+    import time
+
+    from .models import load_model
+    from .receptive_field import receptive_field
+
+    loaded = load_model(args.model)
+    t0 = time.perf_counter()
+    rf = receptive_field(loaded.module, ndim=loaded.ndim, in_channels=loaded.in_channels)
+    seconds = time.perf_counter() - t0
+    if args.json:
+        print(json.dumps({
+            "model": loaded.name, "factor": rf.factor, "halo": rf.halo, "left": rf.left,
+            "right": rf.right, "eq1": rf.eq1, "seconds": round(seconds, 3),
+        }))
+    else:
+        print(f"{loaded.name}: {rf.describe()} [{seconds:.2f} s]")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    if not os.environ.get("DISPLAY") and sys.platform.startswith("linux") and not os.environ.get("SEAMLESS_NO_XVFB"):
+        xvfb = shutil.which("xvfb-run")
+        if xvfb is None:
+            return _fail("no display and no xvfb-run: install xvfb (apt-get install xvfb) or set DISPLAY")
+        env = {**os.environ, "SEAMLESS_NO_XVFB": "1"}
+        cmd = [xvfb, "-a", "-s", "-screen 0 1600x1000x24", sys.executable, "-m", "napari_seamless.cli", *sys.argv[1:]]
+        if args.screenshot is None:
+            print("seamless: no display; running under Xvfb. Pass --screenshot PNG to see the result.", file=sys.stderr)
+        return subprocess.call(cmd, env=env)
+    from ._napari.demo import run_demo
+
+    return run_demo(size=args.size, tile=args.tile, model=args.model, screenshot=args.screenshot)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``seamless`` command."""
+    from . import __version__
+
+    p = argparse.ArgumentParser(prog="seamless", description="Exact tile-based segmentation inference (ZoR + halo).")
+    p.add_argument("--version", action="version", version=f"napari-seamless {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    pr = sub.add_parser("predict", help="segment an image by exact tiled inference")
+    pr.add_argument("image", help="input TIFF (or .zarr array)")
+    pr.add_argument("-o", "--output", required=True, help="output .tif/.tiff or .zarr")
+    pr.add_argument("--model", default="nuclei", help="built-in name or model file (default: nuclei)")
+    pr.add_argument("--tile", type=int, default=512, help="input window size in pixels, a multiple of F (default 512)")
+    pr.add_argument("--halo", type=int, default=None, help="override the halo computed from the model (pixels)")
+    pr.add_argument("--probabilities", action="store_true", help="write softmax scores (C, Y, X) float32 instead of labels")
+    pr.add_argument("--axes", default=None, help="axes of the input, e.g. YX, CYX, YXC (guessed if omitted)")
+    pr.add_argument("--border", choices=["clip", "shift"], default="clip", help="border windows clipped or shifted inward")
+    pr.add_argument("--batch-size", type=int, default=1, help="windows per forward pass")
+    pr.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    pr.add_argument("--float64", action="store_true", help="run in float64 (bit-identical to whole-image inference)")
+    pr.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    pr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    pr.set_defaults(func=_cmd_predict)
+
+    ha = sub.add_parser("halo", help="F, exact halo and Eq. 1 of a model")
+    ha.add_argument("--model", default="nuclei", help="built-in name or model file")
+    ha.add_argument("--json", action="store_true", help="print JSON")
+    ha.set_defaults(func=_cmd_halo)
+
+    de = sub.add_parser("demo", help="open napari on the mosaic with the widget running")
+    de.add_argument("--screenshot", default=None, help="save a screenshot to this PNG when done, then exit")
+    de.add_argument("--size", type=int, default=4096, help="mosaic side in pixels (default 4096)")
+    de.add_argument("--tile", type=int, default=1024, help="tile size in pixels (default 1024)")
+    de.add_argument("--model", default="nuclei", help="model name (default nuclei)")
+    de.set_defaults(func=_cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``seamless`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    from .engine import ChannelError
+    from .grid import TileSizeError
+    from .models import ModelLoadError
+
+    try:
+        return int(args.func(args) or 0)
+    except (ChannelError, TileSizeError, ModelLoadError, FileNotFoundError) as err:
+        return _fail(str(err))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,308 @@
+"""Tile geometry for exact tiled inference: zones of responsibility (ZoR), halos, windows.
+
+Pure numpy; no torch, no Qt. Implements the partitioning of Majurski & Bajcsy (2021),
+section 4: the output image is cut into non-overlapping ZoRs laid out from the top-left
+corner with stride = ZoR; each ZoR is computed from an input *window* (the tile) that adds a
+halo on every side. ZoR and halo are multiples of F, the network's total downsampling
+factor (paper Eq. 2), and the image is reflection-padded once to a multiple of F.
+
+One axis, padded image of length ``P`` (a multiple of F)::
+
+    0        a-halo     a            a+zor      a+zor+halo         P
+    |----------[=========|############|==========]-----------------|
+               ^ window start                    ^ window stop
+                         ^ ZoR: the only part of the model output kept
+
+    window = [max(a - halo, 0), min(a + zor + halo, P))     (border="clip")
+    crop   = ZoR expressed in window coordinates
+
+All sizes are in pixels, per spatial axis, in the order of the image's spatial axes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from itertools import product
+from typing import Literal
+
+import numpy as np
+
+__all__ = ["Tile", "TileGrid", "TileSizeError", "valid_tile_sizes", "pad_to_multiple"]
+
+Border = Literal["clip", "shift"]
+
+
+class TileSizeError(ValueError):
+    """A tile (window) size that cannot give exact tiling, with the nearest valid sizes."""
+
+
+def _per_axis(value: int | Sequence[int], ndim: int, name: str) -> tuple[int, ...]:
+    if np.isscalar(value):
+        out = (int(value),) * ndim  # type: ignore[arg-type]
+    else:
+        out = tuple(int(v) for v in value)  # type: ignore[union-attr]
+    if len(out) != ndim:
+        raise ValueError(f"{name} has {len(out)} values but the image has {ndim} spatial axes")
+    return out
+
+
+def valid_tile_sizes(halo: int, factor: int, around: int, count: int = 2) -> list[int]:
+    """Return valid tile sizes near ``around`` for one axis.
+
+    A valid tile (window) size is a multiple of ``factor`` (F) and larger than ``2 * halo``,
+    so that the ZoR ``tile - 2 * halo`` is a positive multiple of F (paper Eq. 2).
+
+    Parameters
+    ----------
+    halo : int
+        Halo in pixels (a multiple of ``factor``).
+    factor : int
+        F, the network's total downsampling factor, in pixels.
+    around : int
+        The requested tile size in pixels.
+    count : int
+        How many sizes to return on each side of ``around``.
+
+    Returns
+    -------
+    list of int
+        Sorted valid tile sizes in pixels, closest to ``around`` first on each side.
+    """
+    smallest = 2 * halo + factor
+    candidates = range(smallest, max(around, smallest) + (count + 1) * factor, factor)
+    below = [s for s in candidates if s < around][-count:]
+    above = [s for s in candidates if s > around][:count]
+    return below + above
+
+
+def pad_to_multiple(shape: Sequence[int], factor: Sequence[int]) -> tuple[int, ...]:
+    """Return ``shape`` rounded up per axis to a multiple of ``factor`` (pixels)."""
+    return tuple(int(math.ceil(s / f) * f) for s, f in zip(shape, factor, strict=True))
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile of a :class:`TileGrid`: a ZoR and the input window that computes it.
+
+    All slices are in pixels along the spatial axes of the image, in axis order.
+
+    Attributes
+    ----------
+    index : int
+        Position of the tile in the grid's C-order (row-major) enumeration.
+    grid_index : tuple of int
+        Tile coordinates in the grid, one per spatial axis.
+    window : tuple of slice
+        Input window in the coordinates of the F-padded image. May extend past the image
+        (into the reflection padding) but never past the padded shape.
+    zor : tuple of slice
+        Zone of responsibility in image coordinates, clipped to the (unpadded) image.
+        The ZoRs of a grid partition the image exactly.
+    crop : tuple of slice
+        The part of the model output for ``window`` that belongs to ``zor``, in window
+        coordinates: ``output[(..., *crop)]`` is written to ``result[(..., *zor)]``.
+    """
+
+    index: int
+    grid_index: tuple[int, ...]
+    window: tuple[slice, ...]
+    zor: tuple[slice, ...]
+    crop: tuple[slice, ...]
+
+    @property
+    def window_shape(self) -> tuple[int, ...]:
+        """Shape of the input window in pixels."""
+        return tuple(s.stop - s.start for s in self.window)
+
+    @property
+    def zor_shape(self) -> tuple[int, ...]:
+        """Shape of the (clipped) ZoR in pixels."""
+        return tuple(s.stop - s.start for s in self.zor)
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """The exact tiling of an image: ZoRs with stride = ZoR from the origin, plus halos.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Spatial shape of the image in pixels (2D ``(Y, X)`` or 3D ``(Z, Y, X)``, any ndim).
+    tile : int or tuple of int
+        Input window (tile) size per axis in pixels, ``tile = ZoR + 2 * halo`` (paper
+        section 4.1). Must be a multiple of ``factor`` and larger than ``2 * halo``.
+    halo : int or tuple of int
+        Halo per axis in pixels; must be a multiple of ``factor`` (paper Eq. 2).
+    factor : int or tuple of int
+        F per axis: the network's total downsampling factor in pixels.
+    border : {"clip", "shift"}
+        What to do with windows that reach past the F-padded image. ``"clip"`` cuts them
+        at the padded image's edge (window shapes vary at the border); ``"shift"`` moves
+        them inward, keeping every start a multiple of F, so that all windows share one
+        shape (needed for batching). Both give exact results.
+
+    Raises
+    ------
+    TileSizeError
+        If a tile size is not a multiple of F or not larger than ``2 * halo``; the message
+        names the nearest valid sizes.
+    ValueError
+        If the halo is not a non-negative multiple of F, or shapes and axes disagree.
+
+    Examples
+    --------
+    >>> grid = TileGrid((1000, 1300), tile=512, halo=96, factor=16)
+    >>> grid.zor_size, grid.grid_shape, len(grid)
+    ((320, 320), (4, 5), 20)
+    """
+
+    shape: tuple[int, ...]
+    tile: tuple[int, ...]
+    halo: tuple[int, ...]
+    factor: tuple[int, ...]
+    border: Border = "clip"
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        tile: int | Sequence[int],
+        halo: int | Sequence[int],
+        factor: int | Sequence[int] = 1,
+        border: Border = "clip",
+    ) -> None:
+        shape_t = tuple(int(s) for s in shape)
+        ndim = len(shape_t)
+        if ndim == 0 or any(s < 1 for s in shape_t):
+            raise ValueError(f"image shape must have positive sizes, got {shape_t}")
+        factor_t = _per_axis(factor, ndim, "factor")
+        halo_t = _per_axis(halo, ndim, "halo")
+        tile_t = _per_axis(tile, ndim, "tile")
+        if border not in ("clip", "shift"):
+            raise ValueError(f"border must be 'clip' or 'shift', got {border!r}")
+        for ax, (h, f) in enumerate(zip(halo_t, factor_t, strict=True)):
+            if f < 1:
+                raise ValueError(f"F must be >= 1, got {f} on axis {ax}")
+            if h < 0 or h % f:
+                raise ValueError(
+                    f"halo {h} on axis {ax} is not a non-negative multiple of F={f}; "
+                    f"use {math.ceil(max(h, 0) / f) * f} (paper Eq. 2: round the halo up to F)"
+                )
+        for ax, (t, h, f) in enumerate(zip(tile_t, halo_t, factor_t, strict=True)):
+            if t % f or t <= 2 * h:
+                why = (
+                    f"is not a multiple of F={f}"
+                    if t % f
+                    else f"leaves no ZoR: it must be larger than 2 * halo = {2 * h}"
+                )
+                sizes = ", ".join(str(s) for s in valid_tile_sizes(h, f, t))
+                raise TileSizeError(
+                    f"tile size {t} on axis {ax} {why}. Valid tile sizes are multiples of "
+                    f"F={f} from {2 * h + f} up; nearest: {sizes}."
+                )
+        object.__setattr__(self, "shape", shape_t)
+        object.__setattr__(self, "tile", tile_t)
+        object.__setattr__(self, "halo", halo_t)
+        object.__setattr__(self, "factor", factor_t)
+        object.__setattr__(self, "border", border)
+
+    @property
+    def ndim(self) -> int:
+        """Number of spatial axes."""
+        return len(self.shape)
+
+    @property
+    def padded_shape(self) -> tuple[int, ...]:
+        """Image shape reflection-padded up to a multiple of F, in pixels."""
+        return pad_to_multiple(self.shape, self.factor)
+
+    @property
+    def zor_size(self) -> tuple[int, ...]:
+        """ZoR size (= stride) per axis in pixels: ``tile - 2 * halo``."""
+        return tuple(t - 2 * h for t, h in zip(self.tile, self.halo, strict=True))
+
+    @property
+    def grid_shape(self) -> tuple[int, ...]:
+        """Number of tiles along each axis."""
+        return tuple(
+            math.ceil(p / z) for p, z in zip(self.padded_shape, self.zor_size, strict=True)
+        )
+
+    def __len__(self) -> int:
+        return int(np.prod(self.grid_shape))
+
+    @property
+    def overhead(self) -> float:
+        """Compute overhead: window volume / ZoR volume, ``(tile / ZoR) ** ndim``.
+
+        This is the factor of extra pixels each tile computes for its useful output
+        (before border tiles, which are clipped, are taken into account).
+        """
+        return float(np.prod([t / z for t, z in zip(self.tile, self.zor_size, strict=True)]))
+
+    def boundaries(self, axis: int) -> list[int]:
+        """ZoR boundaries along ``axis`` in image pixels, including 0 and the image size."""
+        z = self.zor_size[axis]
+        n = self.shape[axis]
+        return sorted({min(k * z, n) for k in range(self.grid_shape[axis])} | {n})
+
+    def _axis_tile(self, axis: int, k: int) -> tuple[slice, slice, slice]:
+        z, h, p, t = self.zor_size[axis], self.halo[axis], self.padded_shape[axis], self.tile[axis]
+        n = self.shape[axis]
+        a = k * z
+        b = min(a + z, p)
+        w0, w1 = max(a - h, 0), min(b + h, p)
+        if self.border == "shift" and w1 - w0 < t:
+            if p <= t:
+                w0, w1 = 0, p
+            elif w0 == 0:
+                w1 = t
+            else:
+                w0 = p - t
+                w1 = p
+        zor = slice(a, min(b, n))
+        crop = slice(a - w0, min(b, n) - w0)
+        return slice(w0, w1), zor, crop
+
+    def tile_at(self, grid_index: Sequence[int]) -> Tile:
+        """Return the tile at grid coordinates ``grid_index`` (one integer per axis).
+
+        Raises
+        ------
+        IndexError
+            If ``grid_index`` is outside :attr:`grid_shape`.
+        """
+        gi = tuple(int(k) for k in grid_index)
+        if len(gi) != self.ndim or any(not 0 <= k < n for k, n in zip(gi, self.grid_shape)):
+            raise IndexError(f"tile {gi} outside grid of shape {self.grid_shape}")
+        parts = [self._axis_tile(ax, k) for ax, k in enumerate(gi)]
+        index = int(np.ravel_multi_index(gi, self.grid_shape))
+        return Tile(
+            index=index,
+            grid_index=gi,
+            window=tuple(p[0] for p in parts),
+            zor=tuple(p[1] for p in parts),
+            crop=tuple(p[2] for p in parts),
+        )
+
+    def __iter__(self) -> Iterator[Tile]:
+        for gi in product(*(range(n) for n in self.grid_shape)):
+            yield self.tile_at(gi)
+
+    def __getitem__(self, index: int) -> Tile:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"tile index {index} out of range for {len(self)} tiles")
+        return self.tile_at(np.unravel_index(index % len(self), self.grid_shape))
+
+    def describe(self) -> str:
+        """One line for people: ZoR, halo, F, tile count and overhead."""
+
+        def fmt(v: tuple[int, ...]) -> str:
+            return str(v[0]) if len(set(v)) == 1 else " x ".join(map(str, v))
+
+        return (
+            f"tile {fmt(self.tile)} px = ZoR {fmt(self.zor_size)} + 2 x halo {fmt(self.halo)}; "
+            f"F {fmt(self.factor)}; {len(self)} tiles ({' x '.join(map(str, self.grid_shape))}); "
+            f"overhead {self.overhead:.2f}x"
+        )
