@@ -32,6 +32,7 @@ def run_demo(size: int = 4096, tile: int = 1024, model: str = "nuclei", screensh
     from .widget import MODEL_CHOICES, SeamlessWidget
 
     viewer = napari.Viewer(title="napari-seamless demo")
+    viewer.window.resize(1500, 950)
     viewer.add_image(data.mosaic(size), name="nuclei mosaic", colormap="gray")
     widget = SeamlessWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Exact tiled segmentation", area="right")

@@ -82,8 +82,9 @@ class SeamlessWidget(QWidget):
         self._last_refresh = 0.0
         self._t0 = 0.0
         self._problem_shown = False
+        self._updating = False
 
-        self.image = ComboBox(label="image", choices=self._image_choices, nullable=True)
+        self.image = ComboBox(label="image", choices=self._image_choices)
         self.model = ComboBox(label="model", choices=MODEL_CHOICES, value="nuclei")
         self.model_file = FileEdit(label="model file", mode="r", filter="*.pt *.pth *.ts *.pts", visible=False)
         self.tile = SpinBox(label="tile (px)", min=1, max=16384, step=16, value=512)
@@ -107,7 +108,6 @@ class SeamlessWidget(QWidget):
                 self.status,
             ]
         )
-        self.info.native.setWordWrap(True)
         self.status.native.setWordWrap(True)
         layout = QVBoxLayout()
         layout.addWidget(self.container.native)
@@ -131,7 +131,10 @@ class SeamlessWidget(QWidget):
     def _image_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
         return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, Image)]
 
-    def _reset_layers(self, _event: Any = None) -> None:
+    def _reset_layers(self, event: Any = None) -> None:
+        changed = getattr(event, "value", None)
+        if changed is not None and changed in (self._grid_layer, self._halo_layer):
+            return  # our own overlays come and go; a user who deletes one is not overruled
         self.image.reset_choices()
         self._update()
 
@@ -153,7 +156,7 @@ class SeamlessWidget(QWidget):
             return
         self._set_status(f"Loading {spec} and computing its halo and F...")
         self.run_button.enabled = False
-        worker = create_worker(_load_and_analyse, spec, _start_thread=False)
+        worker = create_worker(_load_and_analyse, spec, _start_thread=False, _ignore_errors=True)
         worker.returned.connect(lambda result, spec=spec: self._model_ready(spec, result))
         worker.errored.connect(lambda err, spec=spec: self._model_failed(spec, err))
         self._loader = worker
@@ -200,8 +203,15 @@ class SeamlessWidget(QWidget):
         return None, grid
 
     def _update(self, _value: Any = None, keep_status: bool = False) -> None:
-        if self.worker is not None:
-            return  # geometry is fixed while a run is in flight
+        if self.worker is not None or self._updating:
+            return  # geometry is fixed while a run is in flight; overlays re-enter here
+        self._updating = True
+        try:
+            self._update_now(keep_status)
+        finally:
+            self._updating = False
+
+    def _update_now(self, keep_status: bool) -> None:
         problem, grid = self._validate()
         self._grid = grid
         self.run_button.enabled = problem is None
@@ -219,7 +229,7 @@ class SeamlessWidget(QWidget):
             + (f" (Eq. 1: {rf.eq1[0]})" if rf and rf.eq1 else "")
             + f"\nZoR {grid.zor_size[0]} px, {len(grid)} tiles "
             + f"({' x '.join(map(str, grid.grid_shape))})\n"
-            + f"overhead {grid.overhead:.2f}x (window / ZoR area)"
+            + f"overhead {grid.overhead:.2f}x window/ZoR area"
         )
         if not keep_status and self._problem_shown:
             self._set_status(f"Ready: model {self.model_name}.")
@@ -250,6 +260,8 @@ class SeamlessWidget(QWidget):
             self._grid_layer.edge_width = width
             self._grid_layer.scale, self._grid_layer.translate = place["scale"], place["translate"]
         self._draw_halo(grid, tile_index, place)
+        if self.viewer.layers.selection.active in (self._grid_layer, self._halo_layer):
+            self.viewer.layers.selection.active = layer
 
     def _draw_halo(self, grid: TileGrid, tile_index: int, place: dict | None = None) -> None:
         if not self.show_grid.value or grid.ndim != 2:
@@ -312,7 +324,7 @@ class SeamlessWidget(QWidget):
         self._t0 = time.perf_counter()
         worker = create_worker(
             _tiles, self.predictor, data, store, int(self.tile.value),
-            "YXC" if image.rgb else None, _start_thread=False,
+            "YXC" if image.rgb else None, _start_thread=False, _ignore_errors=True,
         )
         worker.yielded.connect(self._on_tile)
         worker.errored.connect(self._on_error)

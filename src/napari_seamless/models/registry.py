@@ -99,6 +99,11 @@ def _unet_config_from_state_dict(sd: dict[str, torch.Tensor]) -> UNetConfig:
     )
 
 
+def _first_sentence(err: Exception) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text.split(". ")[0].rstrip(".")
+
+
 def _from_file(path: Path) -> LoadedModel:
     if not path.exists():
         raise ModelLoadError(f"model file {path} does not exist")
@@ -110,11 +115,11 @@ def _from_file(path: Path) -> LoadedModel:
     except ModelLoadError:
         raise
     except Exception as err:  # not TorchScript: try a checkpoint / state dict
-        errors.append(f"as TorchScript: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
+        errors.append(f"as TorchScript: {_first_sentence(err)}")
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:
-        errors.append(f"as a state dict: {str(err).splitlines()[0] if str(err) else type(err).__name__}")
+        errors.append(f"as a state dict: {_first_sentence(err)}")
         raise ModelLoadError(
             f"cannot load model file {path}: " + "; ".join(errors)
             + ". Give a TorchScript file (torch.jit.save) or a state dict of the built-in U-Net."

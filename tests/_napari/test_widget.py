@@ -1,0 +1,148 @@
+"""The widget in a real napari viewer under Xvfb: stream, cancel, refuse bad input."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_seamless._napari import layers as ov
+from napari_seamless._napari.widget import FROM_FILE, SeamlessWidget
+from napari_seamless.cli import main as cli_main
+from napari_seamless.data import DATA_DIR
+
+ARTIFACTS = Path(os.environ.get("SEAMLESS_ARTIFACTS", Path(__file__).resolve().parents[2] / "artifacts"))
+
+
+@pytest.fixture
+def widget(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.window.resize(1400, 900)
+    w = SeamlessWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Exact tiled segmentation", area="right")
+    qtbot.waitUntil(lambda: w.predictor is not None, timeout=60_000)
+    return w
+
+
+def _layer_names(viewer):
+    return [layer.name for layer in viewer.layers]
+
+
+def test_run_streams_labels_equal_to_cli(widget, qtbot, tmp_path):
+    viewer = widget.viewer
+    viewer.open_sample("napari-seamless", "nuclei")
+    assert widget.image.value is viewer.layers["nuclei"]
+    widget.tile.value = 256  # ZoR 64: 8 x 8 tiles
+    grid_layer = viewer.layers[ov.GRID_NAME]
+    assert len(grid_layer.data) == (8 + 1) + (8 + 1)
+    assert "ZoR 64 px, 64 tiles (8 x 8)" in widget.info.value
+    widget.tile.value = 512  # the overlay follows the tile size: ZoR 320, 2 x 2
+    assert len(viewer.layers[ov.GRID_NAME].data) == 3 + 3
+    widget.tile.value = 256
+
+    seen = []
+    widget.run()
+    widget.worker.yielded.connect(lambda ev: seen.append(ev.done))
+    with qtbot.waitSignal(widget.worker.finished, timeout=300_000):
+        pass
+    layer = widget.result_layer
+    assert layer.multiscale and layer.metadata["seamless"]["complete"] is True
+    assert seen[-1] == 64 and widget.progress.value == 64
+    assert "Done: 64 tiles" in widget.status.value
+
+    out = tmp_path / "cli.tif"
+    assert cli_main(["predict", str(DATA_DIR / "nuclei2d.tif"), "-o", str(out), "-q"]) == 0
+    expected = tifffile.imread(out)
+    assert np.array_equal(np.asarray(layer.data[0]), expected)
+    assert np.array_equal(np.asarray(layer.data[1]), expected[::2, ::2])
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = viewer.screenshot(str(ARTIFACTS / "widget_nuclei.png"), canvas_only=False, flash=False)
+    assert shot.ndim == 3 and shot.shape[0] > 400
+    # the labels are visible on the canvas: reddish pixels where nuclei are
+    canvas = viewer.screenshot(canvas_only=True, flash=False)
+    assert (canvas[..., 0].astype(int) - canvas[..., 2] > 60).mean() > 0.05
+
+
+def test_cancel_keeps_partial_result_marked_incomplete(widget, qtbot):
+    viewer = widget.viewer
+    viewer.open_sample("napari-seamless", "nuclei")
+    widget.tile.value = 208  # ZoR 16: 32 x 32 = 1024 tiles
+    widget.run()
+    widget.worker.yielded.connect(lambda ev: widget.cancel() if ev.done == 2 else None)
+    with qtbot.waitSignal(widget.worker.finished, timeout=300_000):
+        pass
+    layer = widget.result_layer
+    meta = layer.metadata["seamless"]
+    assert meta["complete"] is False and 2 <= meta["tiles_done"] < meta["tiles_total"] == 1024
+    assert layer.name.endswith("(incomplete)")
+    assert "INCOMPLETE" in widget.status.value
+    assert widget.run_button.enabled and not widget.cancel_button.enabled
+    # what was done is kept and exact; the rest is still empty
+    from napari_seamless.engine import segment
+
+    data = np.asarray(layer.data[0])
+    ref = segment(widget.predictor, viewer.layers["nuclei"].data, tile=None)
+    done = np.zeros(data.shape, bool)
+    done[:16, : 16 * meta["tiles_done"]] = True  # row-major: the first tiles of row 0
+    assert np.array_equal(data[done], ref[done])
+    assert not data[~done].any()
+
+
+def test_no_image_layer_is_refused(widget):
+    viewer = widget.viewer
+    viewer.add_labels(np.zeros((64, 64), np.uint8), name="my labels")
+    before = _layer_names(viewer)
+    assert widget.image.value is None
+    assert "No image layer" in widget.status.value and not widget.run_button.enabled
+    widget.run()
+    assert _layer_names(viewer) == before
+
+
+def test_tile_below_two_halos_is_refused(widget):
+    viewer = widget.viewer
+    viewer.open_sample("napari-seamless", "nuclei")
+    widget.tile.value = 192
+    assert "larger than 2 * halo = 192" in widget.status.value
+    assert "nearest: 208, 224" in widget.status.value
+    assert not widget.run_button.enabled
+    before = _layer_names(viewer)
+    widget.run()
+    assert _layer_names(viewer) == ["nuclei"] == before  # overlays removed, nothing added
+
+
+def test_model_file_that_does_not_load_changes_nothing(widget, qtbot, tmp_path):
+    viewer = widget.viewer
+    viewer.open_sample("napari-seamless", "nuclei")
+    predictor = widget.predictor
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(b"not a model")
+    widget.model.value = FROM_FILE
+    widget.model_file.value = bad
+    qtbot.waitUntil(lambda: "Could not load model" in widget.status.value, timeout=30_000)
+    assert "broken.pt" in widget.status.value and "Still using nuclei" in widget.status.value
+    assert widget.predictor is predictor
+    assert widget.run_button.enabled  # the previous model can still run
+
+
+def test_image_with_wrong_channels_is_refused(widget):
+    viewer = widget.viewer
+    viewer.add_image(np.zeros((128, 128, 3), np.uint8), rgb=True, name="rgb")
+    widget.image.value = viewer.layers["rgb"]
+    assert "expects 1 input channel(s)" in widget.status.value
+    assert "has 3" in widget.status.value
+    assert not widget.run_button.enabled
+
+
+def test_npe2_manifest_validates_and_samples_load():
+    out = subprocess.run(
+        [sys.executable, "-m", "npe2", "validate", "napari-seamless"], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    from napari_seamless._napari.sample_data import mosaic
+
+    [(data, kwargs, kind)] = mosaic()
+    assert data.shape == (4096, 4096) and kind == "image"
