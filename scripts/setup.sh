@@ -20,5 +20,5 @@ if command -v apt-get >/dev/null 2>&1; then
   fi
 fi
 PY="${PYTHON:-python3}"
-"$PY" -m pip install -q --disable-pip-version-check "torch==2.13.0"
-"$PY" -m pip install -q --disable-pip-version-check -e ".[testing]"
+"$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore "torch==2.13.0"
+"$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore -e ".[testing]"
