@@ -29,7 +29,9 @@ SPLIT = 384  # rows [0, SPLIT) train, [SPLIT, 512) held out
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data", type=Path, default=Path("../shared/data"))
-    ap.add_argument("--out", type=Path, default=Path("src/napari_seamless/models/weights/nuclei_unet.pt"))
+    ap.add_argument(
+        "--out", type=Path, default=Path("src/napari_seamless/models/weights/nuclei_unet.pt")
+    )
     ap.add_argument("--width", type=int, default=8)
     ap.add_argument("--iterations", type=int, default=1200)
     ap.add_argument("--patch", type=int, default=128)
@@ -83,8 +85,8 @@ def main() -> None:
     train = dice(pred[:SPLIT] > 0, mask[:SPLIT] > 0)
     meta = {
         "name": "nuclei",
-        "description": "U-Net (paper configuration, depth 4, width %d) for nuclei foreground" % args.width,
-        "training_data": "stardist 0.9.2 nuclei2d.tif rows 0-%d (BBBC038 / DSB2018), BSD-3" % (SPLIT - 1),
+        "description": f"U-Net (paper configuration, depth 4, width {args.width}) for nuclei foreground",
+        "training_data": f"stardist 0.9.2 nuclei2d.tif rows 0-{SPLIT - 1} (BBBC038 / DSB2018), BSD-3",
         "classes": ["background", "nucleus"],
         "normalization": {"kind": "percentile", "pmin": 1.0, "pmax": 99.8},
         "iterations": args.iterations,

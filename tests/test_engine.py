@@ -94,7 +94,9 @@ def test_segment_is_argmax_and_writes_into_zarr(pred32, nuclei_image, tmp_path):
     labels = segment(pred32, nuclei_image, tile=384)
     assert labels.dtype == np.uint8 and labels.shape == nuclei_image.shape
     assert np.array_equal(labels, probs.argmax(0))
-    z = zarr.open_array(str(tmp_path / "p.zarr"), mode="w", shape=probs.shape, dtype="f4", chunks=(1, 192, 192))
+    z = zarr.open_array(
+        str(tmp_path / "p.zarr"), mode="w", shape=probs.shape, dtype="f4", chunks=(1, 192, 192)
+    )
     predict(pred32, nuclei_image, tile=384, out=z)
     assert np.array_equal(z[:], probs)
 
@@ -125,14 +127,18 @@ def test_events_stream_every_tile_once_and_can_stop_early(pred32, nuclei_image):
 def test_read_window_equals_numpy_pad():
     img = np.arange(7 * 5).reshape(1, 7, 5)
     padded = np.pad(img, ((0, 0), (0, 9), (0, 11)), mode="reflect")
-    for window in [(slice(0, 16), slice(0, 16)), (slice(3, 13), slice(2, 9)), (slice(0, 7), slice(0, 5))]:
+    for window in [
+        (slice(0, 16), slice(0, 16)),
+        (slice(3, 13), slice(2, 9)),
+        (slice(0, 7), slice(0, 5)),
+    ]:
         assert np.array_equal(read_window(img, window), padded[(slice(None), *window)])
 
 
 def test_3d_tiled_equals_whole_on_real_volume():
     import tifffile
-
     from conftest import SHARED_DATA
+
     from napari_seamless.data import DATA_DIR  # noqa: F401  (package data present)
 
     path = SHARED_DATA / "nuclei3d.tif"

@@ -26,7 +26,7 @@ def test_zors_partition_image_and_windows_are_f_aligned(shape, tile, halo, facto
     assert len(tiles) == len(grid) == np.prod(grid.grid_shape)
     for t in tiles:
         cover[t.zor] += 1
-        for ax, (w, z, c) in enumerate(zip(t.window, t.zor, t.crop)):
+        for ax, (w, z, c) in enumerate(zip(t.window, t.zor, t.crop, strict=False)):
             assert w.start % f[ax] == 0 and (w.stop - w.start) % f[ax] == 0
             assert 0 <= w.start and w.stop <= padded[ax]
             assert w.start + c.start == z.start and w.start + c.stop == z.stop
@@ -38,7 +38,7 @@ def test_zors_partition_image_and_windows_are_f_aligned(shape, tile, halo, facto
     assert (cover == 1).all()
     if border == "shift":
         shapes = {t.window_shape for t in tiles}
-        expected = tuple(min(t_, p) for t_, p in zip(grid.tile, padded))
+        expected = tuple(min(t_, p) for t_, p in zip(grid.tile, padded, strict=False))
         assert shapes == {expected}
 
 

@@ -71,8 +71,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     image = _read_image(Path(args.image))
     loaded = load_model(args.model)
     pred = Predictor(
-        loaded.module, ndim=loaded.ndim, in_channels=loaded.in_channels, halo=args.halo,
-        device=args.device, dtype="float64" if args.float64 else "float32",
+        loaded.module,
+        ndim=loaded.ndim,
+        in_channels=loaded.in_channels,
+        halo=args.halo,
+        device=args.device,
+        dtype="float64" if args.float64 else "float32",
     )
     if args.halo is not None and pred.rf is not None and args.halo < pred.rf.halo[0]:
         print(
@@ -83,8 +87,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     arr, axes = to_channel_first(image, pred.ndim, pred.in_channels, args.axes)
     spatial = arr.shape[1:]
     grid = pred.grid(spatial, args.tile, border=args.border)
-    print(f"seamless: {Path(args.image).name} {tuple(spatial)} | model {loaded.name} | "
-          f"{grid.describe()}", file=sys.stderr)
+    print(
+        f"seamless: {Path(args.image).name} {tuple(spatial)} | model {loaded.name} | "
+        f"{grid.describe()}",
+        file=sys.stderr,
+    )
     classes = pred.classes()
     if args.probabilities:
         shape, dtype, output = (classes, *spatial), np.float32, "probabilities"
@@ -101,13 +108,22 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     result = target if target is not None else np.zeros(shape, dtype=dtype)
     try:
         events = pred.run(
-            image, ArrayStore(result), args.tile, output=output, axes=args.axes, border=args.border,
+            image,
+            ArrayStore(result),
+            args.tile,
+            output=output,
+            axes=args.axes,
+            border=args.border,
             batch_size=args.batch_size,
         )
         _drain(events, progress=not args.quiet)
         if target is None:
-            tifffile.imwrite(str(tmp), result, compression="zlib",
-                             metadata={"axes": ("C" if args.probabilities else "") + axes.replace("C", "")})
+            tifffile.imwrite(
+                str(tmp),
+                result,
+                compression="zlib",
+                metadata={"axes": ("C" if args.probabilities else "") + axes.replace("C", "")},
+            )
     except BaseException:
         if tmp.exists():
             shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
@@ -130,24 +146,51 @@ def _cmd_halo(args: argparse.Namespace) -> int:
     rf = receptive_field(loaded.module, ndim=loaded.ndim, in_channels=loaded.in_channels)
     seconds = time.perf_counter() - t0
     if args.json:
-        print(json.dumps({
-            "model": loaded.name, "factor": rf.factor, "halo": rf.halo, "left": rf.left,
-            "right": rf.right, "eq1": rf.eq1, "seconds": round(seconds, 3),
-        }))
+        print(
+            json.dumps(
+                {
+                    "model": loaded.name,
+                    "factor": rf.factor,
+                    "halo": rf.halo,
+                    "left": rf.left,
+                    "right": rf.right,
+                    "eq1": rf.eq1,
+                    "seconds": round(seconds, 3),
+                }
+            )
+        )
     else:
         print(f"{loaded.name}: {rf.describe()} [{seconds:.2f} s]")
     return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    if not os.environ.get("DISPLAY") and sys.platform.startswith("linux") and not os.environ.get("SEAMLESS_NO_XVFB"):
+    if (
+        not os.environ.get("DISPLAY")
+        and sys.platform.startswith("linux")
+        and not os.environ.get("SEAMLESS_NO_XVFB")
+    ):
         xvfb = shutil.which("xvfb-run")
         if xvfb is None:
-            return _fail("no display and no xvfb-run: install xvfb (apt-get install xvfb) or set DISPLAY")
+            return _fail(
+                "no display and no xvfb-run: install xvfb (apt-get install xvfb) or set DISPLAY"
+            )
         env = {**os.environ, "SEAMLESS_NO_XVFB": "1"}
-        cmd = [xvfb, "-a", "-s", "-screen 0 1600x1000x24", sys.executable, "-m", "napari_seamless.cli", *sys.argv[1:]]
+        cmd = [
+            xvfb,
+            "-a",
+            "-s",
+            "-screen 0 1600x1000x24",
+            sys.executable,
+            "-m",
+            "napari_seamless.cli",
+            *sys.argv[1:],
+        ]
         if args.screenshot is None:
-            print("seamless: no display; running under Xvfb. Pass --screenshot PNG to see the result.", file=sys.stderr)
+            print(
+                "seamless: no display; running under Xvfb. Pass --screenshot PNG to see the result.",
+                file=sys.stderr,
+            )
         return subprocess.call(cmd, env=env)
     from ._napari.demo import run_demo
 
@@ -158,22 +201,50 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``seamless`` command."""
     from . import __version__
 
-    p = argparse.ArgumentParser(prog="seamless", description="Exact tile-based segmentation inference (ZoR + halo).")
+    p = argparse.ArgumentParser(
+        prog="seamless", description="Exact tile-based segmentation inference (ZoR + halo)."
+    )
     p.add_argument("--version", action="version", version=f"napari-seamless {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     pr = sub.add_parser("predict", help="segment an image by exact tiled inference")
     pr.add_argument("image", help="input TIFF (or .zarr array)")
     pr.add_argument("-o", "--output", required=True, help="output .tif/.tiff or .zarr")
-    pr.add_argument("--model", default="nuclei", help="built-in name or model file (default: nuclei)")
-    pr.add_argument("--tile", type=int, default=512, help="input window size in pixels, a multiple of F (default 512)")
-    pr.add_argument("--halo", type=int, default=None, help="override the halo computed from the model (pixels)")
-    pr.add_argument("--probabilities", action="store_true", help="write softmax scores (C, Y, X) float32 instead of labels")
-    pr.add_argument("--axes", default=None, help="axes of the input, e.g. YX, CYX, YXC (guessed if omitted)")
-    pr.add_argument("--border", choices=["clip", "shift"], default="clip", help="border windows clipped or shifted inward")
+    pr.add_argument(
+        "--model", default="nuclei", help="built-in name or model file (default: nuclei)"
+    )
+    pr.add_argument(
+        "--tile",
+        type=int,
+        default=512,
+        help="input window size in pixels, a multiple of F (default 512)",
+    )
+    pr.add_argument(
+        "--halo", type=int, default=None, help="override the halo computed from the model (pixels)"
+    )
+    pr.add_argument(
+        "--probabilities",
+        action="store_true",
+        help="write softmax scores (C, Y, X) float32 instead of labels",
+    )
+    pr.add_argument(
+        "--axes", default=None, help="axes of the input, e.g. YX, CYX, YXC (guessed if omitted)"
+    )
+    pr.add_argument(
+        "--border",
+        choices=["clip", "shift"],
+        default="clip",
+        help="border windows clipped or shifted inward",
+    )
     pr.add_argument("--batch-size", type=int, default=1, help="windows per forward pass")
-    pr.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-    pr.add_argument("--float64", action="store_true", help="run in float64 (bit-identical to whole-image inference)")
+    pr.add_argument(
+        "--device", default=None, help="torch device (default: cuda if available, else cpu)"
+    )
+    pr.add_argument(
+        "--float64",
+        action="store_true",
+        help="run in float64 (bit-identical to whole-image inference)",
+    )
     pr.add_argument("--overwrite", action="store_true", help="replace an existing output")
     pr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=_cmd_predict)
@@ -184,7 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     ha.set_defaults(func=_cmd_halo)
 
     de = sub.add_parser("demo", help="open napari on the mosaic with the widget running")
-    de.add_argument("--screenshot", default=None, help="save a screenshot to this PNG when done, then exit")
+    de.add_argument(
+        "--screenshot", default=None, help="save a screenshot to this PNG when done, then exit"
+    )
     de.add_argument("--size", type=int, default=4096, help="mosaic side in pixels (default 4096)")
     de.add_argument("--tile", type=int, default=1024, help="tile size in pixels (default 1024)")
     de.add_argument("--model", default="nuclei", help="model name (default nuclei)")

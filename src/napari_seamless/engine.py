@@ -247,14 +247,20 @@ class Predictor:
         self.rf = None
         if halo is None or factor is None:
             self.rf = receptive_field(self.model, ndim=ndim, in_channels=self.in_channels)
-        self.factor = tuple(factor) if isinstance(factor, Sequence) else (
-            (int(factor),) * ndim if factor is not None else self.rf.factor
+        self.factor = (
+            tuple(factor)
+            if isinstance(factor, Sequence)
+            else ((int(factor),) * ndim if factor is not None else self.rf.factor)
         )
-        self.halo = tuple(halo) if isinstance(halo, Sequence) else (
-            (int(halo),) * ndim if halo is not None else self.rf.halo
+        self.halo = (
+            tuple(halo)
+            if isinstance(halo, Sequence)
+            else ((int(halo),) * ndim if halo is not None else self.rf.halo)
         )
 
-    def grid(self, shape: Sequence[int], tile: int | Sequence[int] | None, border: Border = "clip") -> TileGrid:
+    def grid(
+        self, shape: Sequence[int], tile: int | Sequence[int] | None, border: Border = "clip"
+    ) -> TileGrid:
         """The tile grid for an image of spatial ``shape`` (pixels).
 
         ``tile=None`` gives the whole-image reference: one window, the F-padded image.
@@ -288,7 +294,10 @@ class Predictor:
         *,
         output: Output = "probabilities",
         axes: str | None = None,
-        normalization: PercentileNormalization | Callable[[np.ndarray], np.ndarray] | None | str = "percentile",
+        normalization: PercentileNormalization
+        | Callable[[np.ndarray], np.ndarray]
+        | None
+        | str = "percentile",
         border: Border = "clip",
         batch_size: int = 1,
         order: Sequence[int] | None = None,
@@ -356,7 +365,9 @@ class Predictor:
                     n_classes = block.shape[0]
                     block = block.argmax(0).astype(np.uint8 if n_classes <= 255 else np.uint16)
                 else:
-                    block = block.astype(np.float32, copy=False) if self.dtype == "float32" else block
+                    block = (
+                        block.astype(np.float32, copy=False) if self.dtype == "float32" else block
+                    )
                 store.write(t.zor, block)
                 done += 1
                 yield TileEvent(t, done, len(tiles))
@@ -370,12 +381,16 @@ class Predictor:
             yield from flush()
 
     @staticmethod
-    def _normalization(arr: Any, normalization: Any, dtype: type) -> Callable[[np.ndarray], np.ndarray]:
+    def _normalization(
+        arr: Any, normalization: Any, dtype: type
+    ) -> Callable[[np.ndarray], np.ndarray]:
         if normalization is None:
             return lambda w: w.astype(dtype)
         if isinstance(normalization, str):
             if normalization != "percentile":
-                raise ValueError(f"unknown normalization {normalization!r}; use 'percentile' or None")
+                raise ValueError(
+                    f"unknown normalization {normalization!r}; use 'percentile' or None"
+                )
             normalization = PercentileNormalization.fit(arr)
         if isinstance(normalization, PercentileNormalization):
             return lambda w: normalization(w, dtype=dtype)
@@ -385,7 +400,9 @@ class Predictor:
         """Number of output classes (one forward pass on an F-sized input)."""
         import torch
 
-        x = torch.zeros((1, self.in_channels) + self.factor, dtype=self.torch_dtype, device=self.device)
+        x = torch.zeros(
+            (1, self.in_channels) + self.factor, dtype=self.torch_dtype, device=self.device
+        )
         with torch.inference_mode():
             return int(self.model(x).shape[1])
 

@@ -139,9 +139,7 @@ def find_factor(model, ndim: int = 2, in_channels: int = 1, max_factor: int = 25
                     break
                 if tuple(out.shape[2:]) != size:
                     ok = False
-                    last_error = ValueError(
-                        f"input {size} gave output {tuple(out.shape[2:])}"
-                    )
+                    last_error = ValueError(f"input {size} gave output {tuple(out.shape[2:])}")
                     break
             if ok:
                 return n
@@ -188,7 +186,9 @@ def _cone_extents(pos, axis: int, ndim: int, in_channels: int, factor: int) -> t
     length = 16 * factor
     while True:
         if length > 2**16:
-            raise ValueError("the receptive field is larger than 65536 pixels; cannot tile this model")
+            raise ValueError(
+                "the receptive field is larger than 65536 pixels; cannot tile this model"
+            )
         shape = [factor] * ndim
         shape[axis] = length
         centre = (length // 2 // factor) * factor

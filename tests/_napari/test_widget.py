@@ -14,7 +14,9 @@ from napari_seamless._napari.widget import FROM_FILE, SeamlessWidget
 from napari_seamless.cli import main as cli_main
 from napari_seamless.data import DATA_DIR
 
-ARTIFACTS = Path(os.environ.get("SEAMLESS_ARTIFACTS", Path(__file__).resolve().parents[2] / "artifacts"))
+ARTIFACTS = Path(
+    os.environ.get("SEAMLESS_ARTIFACTS", Path(__file__).resolve().parents[2] / "artifacts")
+)
 
 
 @pytest.fixture
@@ -139,7 +141,9 @@ def test_image_with_wrong_channels_is_refused(widget):
 
 def test_npe2_manifest_validates_and_samples_load():
     out = subprocess.run(
-        [sys.executable, "-m", "npe2", "validate", "napari-seamless"], capture_output=True, text=True
+        [sys.executable, "-m", "npe2", "validate", "napari-seamless"],
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     from napari_seamless._napari.sample_data import mosaic

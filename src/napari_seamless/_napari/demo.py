@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 
-def run_demo(size: int = 4096, tile: int = 1024, model: str = "nuclei", screenshot: str | None = None) -> int:
+def run_demo(
+    size: int = 4096, tile: int = 1024, model: str = "nuclei", screenshot: str | None = None
+) -> int:
     """Open napari on a ``size`` x ``size`` nuclei mosaic and run the widget.
 
     Parameters

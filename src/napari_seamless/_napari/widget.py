@@ -86,7 +86,9 @@ class SeamlessWidget(QWidget):
 
         self.image = ComboBox(label="image", choices=self._image_choices)
         self.model = ComboBox(label="model", choices=MODEL_CHOICES, value="nuclei")
-        self.model_file = FileEdit(label="model file", mode="r", filter="*.pt *.pth *.ts *.pts", visible=False)
+        self.model_file = FileEdit(
+            label="model file", mode="r", filter="*.pt *.pth *.ts *.pts", visible=False
+        )
         self.tile = SpinBox(label="tile (px)", min=1, max=16384, step=16, value=512)
         self.show_grid = CheckBox(text="show ZoR grid and halo", value=True)
         self.info = Label(label="geometry", value="")
@@ -149,7 +151,9 @@ class SeamlessWidget(QWidget):
         self.model_file.visible = self.model.value == FROM_FILE
         spec = self._model_spec()
         if spec is None:
-            self._set_status("Choose a model file (TorchScript or a state dict of the built-in U-Net).")
+            self._set_status(
+                "Choose a model file (TorchScript or a state dict of the built-in U-Net)."
+            )
             return
         if spec in self._models:
             self._model_ready(spec, self._models[spec])
@@ -172,7 +176,9 @@ class SeamlessWidget(QWidget):
         self.tile.step = factor
         value = max(self.tile.value, 2 * self.predictor.halo[0] + factor)
         self.tile.value = int(np.ceil(value / factor) * factor)
-        self._set_status(f"Model {Path(spec).name}: {self.predictor.rf.describe() if self.predictor.rf else ''}")
+        self._set_status(
+            f"Model {Path(spec).name}: {self.predictor.rf.describe() if self.predictor.rf else ''}"
+        )
         self._update()
 
     def _model_failed(self, spec: str, err: Exception) -> None:
@@ -218,7 +224,9 @@ class SeamlessWidget(QWidget):
         if problem is not None:
             self.info.value = ""
             if not keep_status:
-                self._set_status(problem, error=self.predictor is not None or self.image.value is None)
+                self._set_status(
+                    problem, error=self.predictor is not None or self.image.value is None
+                )
                 self._problem_shown = True
             self._remove_overlays()
             return
@@ -252,8 +260,13 @@ class SeamlessWidget(QWidget):
         lines = ov.grid_lines(grid)
         if self._grid_layer is None or self._grid_layer not in self.viewer.layers:
             self._grid_layer = self.viewer.add_vectors(
-                lines, name=ov.GRID_NAME, edge_width=width, edge_color=ov.GRID_COLOR,
-                vector_style="line", opacity=0.8, **place,
+                lines,
+                name=ov.GRID_NAME,
+                edge_width=width,
+                edge_color=ov.GRID_COLOR,
+                vector_style="line",
+                opacity=0.8,
+                **place,
             )
         else:
             self._grid_layer.data = lines
@@ -270,8 +283,12 @@ class SeamlessWidget(QWidget):
         if self._halo_layer is None or self._halo_layer not in self.viewer.layers:
             place = place or ov.placement(self.image.value)
             self._halo_layer = self.viewer.add_shapes(
-                boxes, shape_type="rectangle", name=ov.HALO_NAME, edge_width=ov.line_width(grid),
-                edge_color=ov.HALO_COLOR, face_color=["transparent", [0.0, 1.0, 1.0, 0.15]],
+                boxes,
+                shape_type="rectangle",
+                name=ov.HALO_NAME,
+                edge_width=ov.line_width(grid),
+                edge_color=ov.HALO_COLOR,
+                face_color=["transparent", [0.0, 1.0, 1.0, 0.15]],
                 **place,
             )
         else:
@@ -323,8 +340,14 @@ class SeamlessWidget(QWidget):
         self._set_status(f"Running {len(grid)} tiles...")
         self._t0 = time.perf_counter()
         worker = create_worker(
-            _tiles, self.predictor, data, store, int(self.tile.value),
-            "YXC" if image.rgb else None, _start_thread=False, _ignore_errors=True,
+            _tiles,
+            self.predictor,
+            data,
+            store,
+            int(self.tile.value),
+            "YXC" if image.rgb else None,
+            _start_thread=False,
+            _ignore_errors=True,
         )
         worker.yielded.connect(self._on_tile)
         worker.errored.connect(self._on_error)
@@ -360,7 +383,9 @@ class SeamlessWidget(QWidget):
         layer.refresh()
         elapsed = time.perf_counter() - self._t0
         if done == total:
-            self._set_status(f"Done: {total} tiles in {elapsed:.1f} s ({elapsed / total:.2f} s per tile).")
+            self._set_status(
+                f"Done: {total} tiles in {elapsed:.1f} s ({elapsed / total:.2f} s per tile)."
+            )
         else:
             layer.name = f"{layer.name} (incomplete)"
             if not self.status.value.startswith("Run failed"):

@@ -121,7 +121,8 @@ def _from_file(path: Path) -> LoadedModel:
     except Exception as err:
         errors.append(f"as a state dict: {_first_sentence(err)}")
         raise ModelLoadError(
-            f"cannot load model file {path}: " + "; ".join(errors)
+            f"cannot load model file {path}: "
+            + "; ".join(errors)
             + ". Give a TorchScript file (torch.jit.save) or a state dict of the built-in U-Net."
         ) from None
     return _from_checkpoint(obj, str(path))

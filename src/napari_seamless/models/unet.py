@@ -123,7 +123,9 @@ class UNet(nn.Module):
             self.down.append(_Block(cin, w[level], cfg))
             cin = w[level]
         self.pool = pool(2)
-        self.bottleneck = _Block(w[cfg.depth - 1] if cfg.depth else cfg.in_channels, w[cfg.depth], cfg)
+        self.bottleneck = _Block(
+            w[cfg.depth - 1] if cfg.depth else cfg.in_channels, w[cfg.depth], cfg
+        )
         self.up = nn.ModuleList(
             _Up(w[level + 1], w[level], cfg) for level in reversed(range(cfg.depth))
         )
