@@ -139,29 +139,47 @@ def _cmd_halo(args: argparse.Namespace) -> int:
     import time
 
     from .models import load_model
-    from .receptive_field import receptive_field
+    from .receptive_field import effective_receptive_field, receptive_field, verify_halo
 
     loaded = load_model(args.model)
     t0 = time.perf_counter()
     rf = receptive_field(loaded.module, ndim=loaded.ndim, in_channels=loaded.in_channels)
     seconds = time.perf_counter() - t0
+    erf = effective_receptive_field(
+        loaded.module, ndim=loaded.ndim, in_channels=loaded.in_channels, factor=rf.factor[0]
+    )
+    support = (
+        verify_halo(loaded.module, rf, ndim=loaded.ndim, in_channels=loaded.in_channels)
+        if args.verify
+        else None
+    )
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "model": loaded.name,
-                    "factor": rf.factor,
-                    "halo": rf.halo,
-                    "left": rf.left,
-                    "right": rf.right,
-                    "eq1": rf.eq1,
-                    "seconds": round(seconds, 3),
-                }
-            )
-        )
+        info = {
+            "model": loaded.name,
+            "factor": rf.factor,
+            "halo": rf.halo,
+            "left": rf.left,
+            "right": rf.right,
+            "eq1": rf.eq1,
+            "erf": erf,
+            "seconds": round(seconds, 3),
+        }
+        if support is not None:
+            info["support_test"] = {
+                "leaks_at_halo": support.leaks_at_halo,
+                "leaks_one_step_below": support.leaks_below,
+                "confirmed": support.confirmed,
+            }
+        print(json.dumps(info))
     else:
         print(f"{loaded.name}: {rf.describe()} [{seconds:.2f} s]")
-    return 0
+        print(
+            f"  effective receptive field estimate (Luo et al., 0.1% of peak gradient): "
+            f"{erf[0] if len(set(erf)) == 1 else erf} px (tends to fall short of the exact halo)"
+        )
+        if support is not None:
+            print(f"  {support.describe()}")
+    return 0 if support is None or support.confirmed else 1
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -252,6 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
     ha = sub.add_parser("halo", help="F, exact halo and Eq. 1 of a model")
     ha.add_argument("--model", default="nuclei", help="built-in name or model file")
     ha.add_argument("--json", action="store_true", help="print JSON")
+    ha.add_argument(
+        "--verify",
+        action="store_true",
+        help="prove the halo with a support test (positive float64 copy); exit 1 if it fails",
+    )
     ha.set_defaults(func=_cmd_halo)
 
     de = sub.add_parser("demo", help="open napari on the mosaic with the widget running")
@@ -271,10 +294,17 @@ def main(argv: list[str] | None = None) -> int:
     from .engine import ChannelError
     from .grid import TileSizeError
     from .models import ModelLoadError
+    from .receptive_field import NotTileableError
 
     try:
         return int(args.func(args) or 0)
-    except (ChannelError, TileSizeError, ModelLoadError, FileNotFoundError) as err:
+    except (
+        ChannelError,
+        TileSizeError,
+        ModelLoadError,
+        NotTileableError,
+        FileNotFoundError,
+    ) as err:
         return _fail(str(err))
 
 

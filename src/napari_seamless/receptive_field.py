@@ -28,7 +28,62 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ReceptiveField", "receptive_field", "find_factor"]
+__all__ = [
+    "ReceptiveField",
+    "receptive_field",
+    "find_factor",
+    "Refusal",
+    "NotTileableError",
+    "find_refusals",
+    "SupportTest",
+    "verify_halo",
+    "effective_receptive_field",
+]
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """One reason why a model cannot be tiled exactly at any halo.
+
+    Attributes
+    ----------
+    path : str
+        Module path in the model (``""`` for the root), or ``"<functional>"`` for a call
+        seen during a forward pass that does not belong to a module.
+    op : str
+        The module class or function name.
+    reason : str
+        What it does and what to do about it.
+    """
+
+    path: str
+    op: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.op} at '{self.path or '<model>'}': {self.reason}"
+
+
+class NotTileableError(ValueError):
+    """The model contains operations that make tiled inference inexact at any halo.
+
+    Attributes
+    ----------
+    refusals : list of Refusal
+        Every offending operation, with its module path and the reason.
+    """
+
+    def __init__(self, refusals: list[Refusal]) -> None:
+        self.refusals = list(refusals)
+        groups: dict[tuple[str, str], list[str]] = {}
+        for r in self.refusals:
+            groups.setdefault((r.op, r.reason), []).append(r.path or "<model>")
+        parts = []
+        for (op, reason), paths in groups.items():
+            where = ", ".join(f"'{p}'" for p in paths[:3])
+            more = f" and {len(paths) - 3} more" if len(paths) > 3 else ""
+            parts.append(f"{op} at {where}{more}: {reason}")
+        super().__init__("this model cannot be tiled exactly: " + "; ".join(parts))
 
 
 @dataclass(frozen=True)
@@ -47,6 +102,10 @@ class ReceptiveField:
     eq1 : tuple of int or None
         The paper's Eq. 1 estimate, summed over the model's convolutions as they run
         (``None`` when the model's calls cannot be observed, e.g. TorchScript).
+    method : str
+        ``"graph"``: exact dependency analysis of the ``torch.fx`` graph
+        (:mod:`napari_seamless.dependency`); ``"impulse cone"``: measured on a positive
+        float64 copy, for models ``torch.fx`` cannot trace (TorchScript).
     """
 
     factor: tuple[int, ...]
@@ -54,6 +113,7 @@ class ReceptiveField:
     right: tuple[int, ...]
     halo: tuple[int, ...]
     eq1: tuple[int, ...] | None
+    method: str = "graph"
 
     def describe(self) -> str:
         """One line for people."""
@@ -65,7 +125,7 @@ class ReceptiveField:
 
         return (
             f"F {fmt(self.factor)}, halo {fmt(self.halo)} px "
-            f"(exact extents left {fmt(self.left)} / right {fmt(self.right)}; "
+            f"(exact extents left {fmt(self.left)} / right {fmt(self.right)} by {self.method}; "
             f"Eq. 1: {fmt(self.eq1)})"
         )
 
@@ -247,6 +307,189 @@ def _eq1(model, ndim: int, in_channels: int, factor: int) -> tuple[int, ...] | N
     return tuple(int(t) for t in total)
 
 
+_GLOBAL = "couples every pixel of the image, so no halo can make tiles exact"
+_TRAIN = "is in train mode, so its output depends on the batch; call model.eval() first"
+
+
+def _module_refusals(model) -> list[Refusal]:
+    torch = _torch()
+    nn = torch.nn
+    out: list[Refusal] = []
+    for path, mod in model.named_modules():
+        name = type(mod).__name__
+        if isinstance(mod, nn.GroupNorm):
+            out.append(
+                Refusal(
+                    path, name, f"normalises over space with statistics of the input; it {_GLOBAL}"
+                )
+            )
+        elif isinstance(mod, (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)):
+            if not (mod.track_running_stats and not mod.training):
+                out.append(Refusal(path, name, f"normalises each image over space; it {_GLOBAL}"))
+        elif isinstance(mod, nn.LayerNorm) and len(mod.normalized_shape) >= 2:
+            out.append(Refusal(path, name, f"normalises over spatial axes; it {_GLOBAL}"))
+        elif isinstance(
+            mod,
+            (
+                nn.AdaptiveAvgPool1d,
+                nn.AdaptiveAvgPool2d,
+                nn.AdaptiveAvgPool3d,
+                nn.AdaptiveMaxPool1d,
+                nn.AdaptiveMaxPool2d,
+                nn.AdaptiveMaxPool3d,
+            ),
+        ):
+            out.append(Refusal(path, name, f"global or adaptive pooling {_GLOBAL}"))
+        elif isinstance(
+            mod, (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
+        ):
+            out.append(Refusal(path, name, f"attention {_GLOBAL}"))
+        elif isinstance(mod, nn.Upsample) and mod.align_corners:
+            out.append(
+                Refusal(
+                    path,
+                    name,
+                    "align_corners=True scales by (n-1)/(m-1), which depends on the input size; use align_corners=False",
+                )
+            )
+        elif isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.training:
+            out.append(Refusal(path, name, _TRAIN))
+        elif isinstance(mod, nn.modules.dropout._DropoutNd) and mod.training and mod.p > 0:
+            out.append(Refusal(path, name, _TRAIN))
+    return out
+
+
+def _functional_refusals(model, ndim: int, in_channels: int, size: int) -> list[Refusal]:
+    """Run one forward pass and look at torch function calls made outside known modules."""
+    torch = _torch()
+    F = torch.nn.functional
+    from torch.overrides import TorchFunctionMode
+
+    found: list[Refusal] = []
+
+    def spatial_reduction(args, kwargs) -> bool:
+        x = args[0] if args else None
+        dims = kwargs.get("dim", args[1] if len(args) > 1 else None)
+        if not isinstance(x, torch.Tensor) or x.ndim < 3:
+            return False
+        if dims is None:
+            return True
+        dims = [dims] if isinstance(dims, int) else list(dims)
+        return any(d % x.ndim >= x.ndim - ndim for d in dims)
+
+    class Watch(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            name = getattr(func, "__name__", str(func))
+            if func is F.interpolate and kwargs.get("align_corners"):
+                found.append(
+                    Refusal(
+                        "<functional>",
+                        "interpolate",
+                        "align_corners=True depends on the input size; use align_corners=False",
+                    )
+                )
+            elif func in (
+                F.adaptive_avg_pool1d,
+                F.adaptive_avg_pool2d,
+                F.adaptive_avg_pool3d,
+                F.adaptive_max_pool1d,
+                F.adaptive_max_pool2d,
+                F.adaptive_max_pool3d,
+            ):
+                found.append(Refusal("<functional>", name, f"global or adaptive pooling {_GLOBAL}"))
+            elif func in (F.group_norm, F.instance_norm):
+                found.append(Refusal("<functional>", name, f"normalises over space; it {_GLOBAL}"))
+            elif func is F.layer_norm and len(args) > 1 and len(args[1]) >= 2:
+                found.append(
+                    Refusal("<functional>", name, f"normalises over spatial axes; it {_GLOBAL}")
+                )
+            elif func is F.scaled_dot_product_attention:
+                found.append(Refusal("<functional>", name, f"attention {_GLOBAL}"))
+            elif name in (
+                "mean",
+                "sum",
+                "amax",
+                "amin",
+                "max",
+                "min",
+                "std",
+                "var",
+                "logsumexp",
+            ) and spatial_reduction(args, kwargs):
+                found.append(
+                    Refusal(
+                        "<functional>",
+                        name,
+                        f"reduces over spatial axes (global pooling) and {_GLOBAL}",
+                    )
+                )
+            return func(*args, **kwargs)
+
+    device = _model_device(model)
+    dtype = next((p.dtype for p in model.parameters()), torch.float32)
+    x = torch.zeros((1, in_channels) + (size,) * ndim, dtype=dtype, device=device)
+    with torch.inference_mode(), Watch():
+        model(x)
+    unique = {(r.op, r.reason): r for r in found}
+    return list(unique.values())
+
+
+def find_refusals(model, ndim: int = 2, in_channels: int = 1, size: int = 64) -> list[Refusal]:
+    """List the operations in ``model`` that make exact tiling impossible at any halo.
+
+    Modules are inspected by type and state (GroupNorm, InstanceNorm, LayerNorm over
+    space, adaptive pooling, attention, ``align_corners=True`` upsampling, BatchNorm or
+    Dropout in train mode); functional calls are caught during one forward pass of a
+    ``(1, in_channels, size, ...)`` input (``F.interpolate(align_corners=True)``, adaptive
+    pooling, group/instance/layer norm, attention, reductions over spatial axes).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model as the user gives it (train/eval state matters).
+    ndim : int
+        Number of spatial axes.
+    in_channels : int
+        Input channels.
+    size : int
+        Spatial size of the probe input in pixels (a multiple of F).
+
+    Returns
+    -------
+    list of Refusal
+        Empty when nothing forbids exact tiling.
+    """
+    refusals = _module_refusals(model)
+    was_training = model.training
+    model.eval()  # the functional probe must not update BatchNorm running statistics
+    try:
+        refusals += _functional_refusals(model, ndim, in_channels, size)
+    except Exception:  # noqa: BLE001 - the size may not suit the model; modules were checked
+        pass
+    finally:
+        model.train(was_training)
+    return refusals
+
+
+class _NotTraceable(Exception):
+    pass
+
+
+def _graph_extents(model, axis: int, ndim: int, in_channels: int, f: int) -> tuple[int, int]:
+    """Exact extents along ``axis`` from the fx graph; probe doubled until long enough."""
+    from .dependency import dependency_intervals, extents_from_intervals
+
+    length = 16 * f
+    while length <= 2**16:
+        lo, hi = dependency_intervals(model, ndim, in_channels, axis, length, f)
+        found = extents_from_intervals(lo, hi, f)
+        if found is not None:
+            return found
+        length *= 2
+    raise ValueError("the receptive field is larger than 65536 pixels; cannot tile this model")
+
+
 def _extent(reach: list[int], factor: int, side: str) -> int:
     """Largest distance outside an F-aligned ZoR edge that still reaches into the ZoR."""
     best = 0
@@ -257,7 +500,9 @@ def _extent(reach: list[int], factor: int, side: str) -> int:
     return best
 
 
-def receptive_field(model, ndim: int = 2, in_channels: int = 1) -> ReceptiveField:
+def receptive_field(
+    model, ndim: int = 2, in_channels: int = 1, assume_eval: bool = False
+) -> ReceptiveField:
     """Compute F, the exact dependency extents, the halo and Eq. 1 of ``model``.
 
     Parameters
@@ -269,6 +514,9 @@ def receptive_field(model, ndim: int = 2, in_channels: int = 1) -> ReceptiveFiel
         Number of spatial axes (2 for ``(Y, X)``, 3 for ``(Z, Y, X)``).
     in_channels : int
         Number of input channels.
+    assume_eval : bool
+        Do not refuse BatchNorm/Dropout in train mode (the caller runs the model in
+        ``eval()`` mode, as :class:`~napari_seamless.engine.Predictor` does).
 
     Returns
     -------
@@ -278,6 +526,9 @@ def receptive_field(model, ndim: int = 2, in_channels: int = 1) -> ReceptiveFiel
 
     Raises
     ------
+    NotTileableError
+        If the model holds operations that make tiling inexact at any halo (see
+        :func:`find_refusals`); the message names each one with its module path.
     ValueError
         If F cannot be found (see :func:`find_factor`) or the receptive field is unbounded.
     TypeError
@@ -294,27 +545,218 @@ def receptive_field(model, ndim: int = 2, in_channels: int = 1) -> ReceptiveFiel
     Examples
     --------
     >>> from napari_seamless.models import UNet
-    >>> rf = receptive_field(UNet(width=4))
+    >>> rf = receptive_field(UNet(width=4).eval())
     >>> rf.factor, rf.halo, rf.eq1
     ((16, 16), (96, 96), (92, 92))
     """
+    refusals = [r for r in _module_refusals(model) if not (assume_eval and r.reason == _TRAIN)]
+    if refusals:  # before any forward pass: such models may not even run at probe sizes
+        raise NotTileableError(refusals)
     was_training = model.training
     model.eval()
     try:
         f = find_factor(model, ndim=ndim, in_channels=in_channels)
+        refusals = _functional_refusals(model, ndim, in_channels, 4 * f)
+        if refusals:
+            raise NotTileableError(refusals)
         eq1 = _eq1(model, ndim, in_channels, f)
-        pos = _positive_copy(model)
-        lefts, rights, halos = [], [], []
-        for axis in range(ndim):
-            reach_left, reach_right = _cone_extents(pos, axis, ndim, in_channels, f)
-            left = _extent(reach_right, f, "left")
-            right = _extent(reach_left, f, "right")
-            lefts.append(left)
-            rights.append(right)
-            halos.append(int(math.ceil(max(left, right) / f) * f))
+        try:
+            from .dependency import UnsupportedOperationError, trace
+
+            try:
+                gm = trace(model)
+            except UnsupportedOperationError as err:
+                raise _NotTraceable(str(err)) from None
+            pairs = [_graph_extents(gm, axis, ndim, in_channels, f) for axis in range(ndim)]
+            method = "graph"
+        except _NotTraceable:
+            pos = _positive_copy(model)
+            pairs = []
+            for axis in range(ndim):
+                reach_left, reach_right = _cone_extents(pos, axis, ndim, in_channels, f)
+                pairs.append((_extent(reach_right, f, "left"), _extent(reach_left, f, "right")))
+            method = "impulse cone"
+        lefts = [p[0] for p in pairs]
+        rights = [p[1] for p in pairs]
+        halos = [int(math.ceil(max(p) / f) * f) for p in pairs]
     finally:
         model.train(was_training)
     factor = (f,) * ndim
     return ReceptiveField(
-        factor=factor, left=tuple(lefts), right=tuple(rights), halo=tuple(halos), eq1=eq1
+        factor=factor,
+        left=tuple(lefts),
+        right=tuple(rights),
+        halo=tuple(halos),
+        eq1=eq1,
+        method=method,
     )
+
+
+@dataclass(frozen=True)
+class SupportTest:
+    """Result of :func:`verify_halo`: the support test of a halo, per axis.
+
+    Attributes
+    ----------
+    halo : tuple of int
+        The halo tested (pixels).
+    leaks_at_halo : bool
+        True if an input outside the window of ``halo`` changed an output in the ZoR
+        (the halo is too small). Must be False.
+    leaks_below : bool
+        True if an input outside the window of ``halo - F`` changed an output in the ZoR
+        (the halo is tight: one F-step less is not enough). Expected True.
+    """
+
+    halo: tuple[int, ...]
+    leaks_at_halo: bool
+    leaks_below: bool
+
+    @property
+    def confirmed(self) -> bool:
+        """The halo is sufficient and one F-step smaller is not."""
+        return not self.leaks_at_halo and self.leaks_below
+
+    def describe(self) -> str:
+        """One line for people."""
+        h = self.halo[0] if len(set(self.halo)) == 1 else self.halo
+        below = (
+            "a dependency outside it"
+            if self.leaks_below
+            else "NO dependency outside it (halo not tight)"
+        )
+        at = (
+            "no dependency outside it"
+            if not self.leaks_at_halo
+            else "A DEPENDENCY OUTSIDE IT (halo too small)"
+        )
+        return f"support test: halo {h}: {at}; one F-step smaller: {below}"
+
+
+def _leaks(
+    pos,
+    ndim: int,
+    in_channels: int,
+    zor: tuple[int, ...],
+    halo: tuple[int, ...],
+    margin: tuple[int, ...],
+) -> bool:
+    """Does any input outside ZoR + halo change an output inside the ZoR? (positive copy)."""
+    torch = _torch()
+    device = _model_device(pos)
+    shape = tuple(z + 2 * h + 2 * m for z, h, m in zip(zor, halo, margin, strict=True))
+    inside = tuple(slice(m, m + z + 2 * h) for z, h, m in zip(zor, halo, margin, strict=True))
+    zor_sl = tuple(slice(m + h, m + h + z) for z, h, m in zip(zor, halo, margin, strict=True))
+    base = torch.zeros((1, in_channels, *shape), dtype=torch.float64, device=device)
+    outside = torch.ones_like(base)
+    outside[(slice(None), slice(None), *inside)] = 0.0
+    with torch.inference_mode():
+        diff = (_out_tensor(pos(outside)) - _out_tensor(pos(base)))[
+            (slice(None), slice(None), *zor_sl)
+        ]
+    return bool((diff.abs() > 0).any())
+
+
+def verify_halo(model, rf: ReceptiveField, ndim: int = 2, in_channels: int = 1) -> SupportTest:
+    """Prove a halo with a support test independent of the impulse-cone measurement.
+
+    A float64 copy of ``model`` with positive kernels, zero biases and identity
+    normalisation is run twice on a window of ``ZoR + 2 * halo`` pixels plus a margin of
+    ``halo`` (at least F) around it: once on zeros, once with every pixel *outside* the window set
+    to 1. With no negative weight nothing can cancel and no ReLU can hide a change, so an
+    output inside the ZoR that changes is a real dependency outside the window. The same
+    is done for ``halo - F``, which must show a dependency when the halo is tight.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model (not modified).
+    rf : ReceptiveField
+        F and the halo to test, from :func:`receptive_field` or chosen by hand.
+    ndim, in_channels : int
+        Spatial axes and input channels.
+
+    Returns
+    -------
+    SupportTest
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        pos = _positive_copy(model)
+    finally:
+        model.train(was_training)
+    f = rf.factor
+    zor = f
+    margin = tuple(max(h, fi) for h, fi in zip(rf.halo, f, strict=True))
+    at = _leaks(pos, ndim, in_channels, zor, rf.halo, margin)
+    smaller = tuple(max(h - fi, 0) for h, fi in zip(rf.halo, f, strict=True))
+    big_margin = tuple(m + h - s for m, h, s in zip(margin, rf.halo, smaller, strict=True))
+    below = _leaks(pos, ndim, in_channels, zor, smaller, big_margin) if any(rf.halo) else False
+    return SupportTest(halo=rf.halo, leaks_at_halo=at, leaks_below=below)
+
+
+def effective_receptive_field(
+    model,
+    ndim: int = 2,
+    in_channels: int = 1,
+    factor: int | None = None,
+    size: int | None = None,
+    threshold: float = 1e-3,
+    seed: int = 0,
+) -> tuple[int, ...]:
+    """Estimate the halo from the effective receptive field (Luo et al. 2016).
+
+    As in Majurski & Bajcsy (2021), section 4.6: the gradient of the centre output pixel
+    (summed over classes) is back-propagated to a random input; the estimate is the
+    largest distance from the centre at which ``|gradient|`` exceeds ``threshold`` times
+    its maximum, rounded up to a multiple of F. It uses the real weights, so it reflects
+    what the trained model *uses*, and it tends to fall short of the exact halo: far
+    dependencies are real but weak.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model with its weights (not modified).
+    ndim, in_channels : int
+        Spatial axes and input channels.
+    factor : int, optional
+        F; found with :func:`find_factor` when omitted.
+    size : int, optional
+        Side of the probe input in pixels (default: 32 F, at least 512).
+    threshold : float
+        Fraction of the peak gradient magnitude that counts as influence.
+    seed : int
+        Seed of the random normal input.
+
+    Returns
+    -------
+    tuple of int
+        ERF halo estimate per axis, in pixels (a multiple of F).
+    """
+    torch = _torch()
+    was_training = model.training
+    model.eval()
+    try:
+        f = factor or find_factor(model, ndim=ndim, in_channels=in_channels)
+        n = size or max(512, 32 * f)
+        n = int(math.ceil(n / f) * f)
+        gen = torch.Generator().manual_seed(seed)
+        dtype = next((p.dtype for p in model.parameters()), torch.float32)
+        device = _model_device(model)
+        x = torch.randn((1, in_channels) + (n,) * ndim, generator=gen, dtype=torch.float64)
+        x = x.to(device=device, dtype=dtype).requires_grad_(True)
+        out = _out_tensor(model(x))
+        c = n // 2
+        (grad,) = torch.autograd.grad(out[(0, slice(None)) + (c,) * ndim].sum(), x)
+        g = grad.abs().sum(1)[0].detach().cpu().numpy()  # the model's .grad stays untouched
+    finally:
+        model.train(was_training)
+    mask = g > threshold * g.max()
+    extents = []
+    for ax in range(ndim):
+        other = tuple(d for d in range(ndim) if d != ax)
+        hit = np.flatnonzero(mask.any(axis=other) if other else mask)
+        reach = int(max(c - hit[0], hit[-1] - c))
+        extents.append(int(math.ceil(reach / f) * f))
+    return tuple(extents)
