@@ -274,7 +274,9 @@ class TileGrid:
             If ``grid_index`` is outside :attr:`grid_shape`.
         """
         gi = tuple(int(k) for k in grid_index)
-        if len(gi) != self.ndim or any(not 0 <= k < n for k, n in zip(gi, self.grid_shape, strict=False)):
+        if len(gi) != self.ndim or any(
+            not 0 <= k < n for k, n in zip(gi, self.grid_shape, strict=False)
+        ):
             raise IndexError(f"tile {gi} outside grid of shape {self.grid_shape}")
         parts = [self._axis_tile(ax, k) for ax, k in enumerate(gi)]
         index = int(np.ravel_multi_index(gi, self.grid_shape))
