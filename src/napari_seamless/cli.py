@@ -135,51 +135,97 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_halo(args: argparse.Namespace) -> int:
+def _halo_row(name: str, verify: bool) -> dict[str, Any]:
     import time
 
     from .models import load_model
     from .receptive_field import effective_receptive_field, receptive_field, verify_halo
 
-    loaded = load_model(args.model)
+    loaded = load_model(name)
     t0 = time.perf_counter()
     rf = receptive_field(loaded.module, ndim=loaded.ndim, in_channels=loaded.in_channels)
     seconds = time.perf_counter() - t0
     erf = effective_receptive_field(
         loaded.module, ndim=loaded.ndim, in_channels=loaded.in_channels, factor=rf.factor[0]
     )
-    support = (
-        verify_halo(loaded.module, rf, ndim=loaded.ndim, in_channels=loaded.in_channels)
-        if args.verify
-        else None
-    )
-    if args.json:
-        info = {
-            "model": loaded.name,
-            "factor": rf.factor,
-            "halo": rf.halo,
-            "left": rf.left,
-            "right": rf.right,
-            "eq1": rf.eq1,
-            "erf": erf,
-            "seconds": round(seconds, 3),
+    row: dict[str, Any] = {
+        "model": loaded.name,
+        "factor": rf.factor,
+        "halo": rf.halo,
+        "left": rf.left,
+        "right": rf.right,
+        "eq1": rf.eq1,
+        "erf": erf,
+        "method": rf.method,
+        "seconds": round(seconds, 3),
+        "rf": rf,
+    }
+    from .models.architectures import PAPER_TABLE2
+
+    row["paper_table2"] = PAPER_TABLE2.get(loaded.name)
+    if verify:
+        support = verify_halo(loaded.module, rf, ndim=loaded.ndim, in_channels=loaded.in_channels)
+        row["support_test"] = {
+            "leaks_at_halo": support.leaks_at_halo,
+            "leaks_one_step_below": support.leaks_below,
+            "confirmed": support.confirmed,
         }
-        if support is not None:
-            info["support_test"] = {
-                "leaks_at_halo": support.leaks_at_halo,
-                "leaks_one_step_below": support.leaks_below,
-                "confirmed": support.confirmed,
-            }
-        print(json.dumps(info))
-    else:
-        print(f"{loaded.name}: {rf.describe()} [{seconds:.2f} s]")
+        row["support"] = support
+    return row
+
+
+def _cmd_halo(args: argparse.Namespace) -> int:
+    from .models.architectures import ARCHITECTURES
+
+    names = list(ARCHITECTURES) if args.model == "all" else [args.model]
+    rows = [_halo_row(n, args.verify) for n in names]
+    ok = all(r.get("support_test", {"confirmed": True})["confirmed"] for r in rows)
+    if args.json:
+        for r in rows:
+            print(json.dumps({k: v for k, v in r.items() if k not in ("rf", "support")}))
+        return 0 if ok else 1
+    if len(rows) == 1 and args.model != "all":
+        r = rows[0]
+        print(f"{r['model']}: {r['rf'].describe()} [{r['seconds']:.2f} s]")
+        erf = r["erf"]
         print(
-            f"  effective receptive field estimate (Luo et al., 0.1% of peak gradient): "
+            "  effective receptive field estimate (Luo et al., 0.1% of peak gradient): "
             f"{erf[0] if len(set(erf)) == 1 else erf} px (tends to fall short of the exact halo)"
         )
-        if support is not None:
-            print(f"  {support.describe()}")
-    return 0 if support is None or support.confirmed else 1
+        if "support" in r:
+            print(f"  {r['support'].describe()}")
+        return 0 if ok else 1
+
+    def one(v: Any) -> str:
+        if v is None:
+            return "-"
+        v = tuple(v) if isinstance(v, (tuple, list)) else (v,)
+        return str(v[0]) if len(set(v)) == 1 else "/".join(map(str, v))
+
+    head = ["model", "F", "Eq. 1", "Table 2", "extents L/R", "exact halo", "ERF", "time (s)"]
+    if args.verify:
+        head.append("support test")
+    table = [head]
+    for r in rows:
+        line = [
+            r["model"],
+            one(r["factor"]),
+            one(r["eq1"]),
+            one(r["paper_table2"]),
+            f"{one(r['left'])}/{one(r['right'])}",
+            one(r["halo"]),
+            one(r["erf"]),
+            f"{r['seconds']:.2f}",
+        ]
+        if args.verify:
+            line.append("confirmed" if r["support_test"]["confirmed"] else "FAILED")
+        table.append(line)
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+    for i, row in enumerate(table):
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+    return 0 if ok else 1
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -268,7 +314,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.set_defaults(func=_cmd_predict)
 
     ha = sub.add_parser("halo", help="F, exact halo and Eq. 1 of a model")
-    ha.add_argument("--model", default="nuclei", help="built-in name or model file")
+    ha.add_argument(
+        "--model",
+        default="nuclei",
+        help="built-in name, paper architecture, model file, or 'all' for the paper's table",
+    )
     ha.add_argument("--json", action="store_true", help="print JSON")
     ha.add_argument(
         "--verify",

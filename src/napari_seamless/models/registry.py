@@ -166,8 +166,11 @@ def load_model(spec: str | Path | nn.Module = DEFAULT_MODEL) -> LoadedModel:
     Parameters
     ----------
     spec : str, Path or torch.nn.Module
-        ``"nuclei"`` (the default, bundled weights), ``"unet-random"``, a path to a
-        TorchScript file, a napari-seamless checkpoint or a U-Net state dict, or a module.
+        ``"nuclei"`` (the default, bundled weights), ``"unet-random"``, a paper
+        architecture with random weights (a key of
+        :data:`~napari_seamless.models.architectures.ARCHITECTURES`, 1 channel, 2 classes,
+        the paper's widths), a path to a TorchScript file, a napari-seamless checkpoint or
+        a U-Net state dict, or a module.
 
     Returns
     -------
@@ -190,9 +193,16 @@ def load_model(spec: str | Path | nn.Module = DEFAULT_MODEL) -> LoadedModel:
     if name == "unet-random":
         torch.manual_seed(0)
         return LoadedModel(UNet(width=16).eval(), name, 2, 1, {"kind": "random"})
+    from .architectures import ARCHITECTURES
+
+    if name in ARCHITECTURES:
+        torch.manual_seed(0)
+        module = ARCHITECTURES[name](in_channels=1, classes=2, ndim=2)
+        return LoadedModel(module.eval(), name, 2, 1, {"kind": "random", "paper": True})
     path = Path(name).expanduser()
     if path.suffix or path.exists() or "/" in name:
         return _from_file(path)
     raise ModelLoadError(
-        f"unknown model {name!r}; built-in models: {', '.join(builtin_models())}, or give a file path"
+        f"unknown model {name!r}; built-in models: {', '.join(builtin_models())}; paper "
+        f"architectures (random weights): {', '.join(ARCHITECTURES)}; or give a file path"
     )
