@@ -23,7 +23,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["UnsupportedOperationError", "dependency_intervals", "extents_from_intervals", "trace"]
+__all__ = [
+    "UnsupportedOperationError",
+    "dependency_intervals",
+    "extents_from_intervals",
+    "meta_copy",
+    "trace",
+]
 
 EMPTY = np.int64(2**60)  # lo of an index that depends on no input; hi is -EMPTY
 
@@ -265,6 +271,23 @@ def trace(model: Any) -> Any:
         raise UnsupportedOperationError(
             f"torch.fx cannot trace this model ({type(err).__name__}: {first})"
         ) from None
+
+
+def meta_copy(gm: Any) -> Any:
+    """A copy of a traced model whose parameters live on the ``meta`` device (no data).
+
+    Shapes are all the dependency analysis needs from a forward pass, and meta tensors
+    compute them without arithmetic or memory.
+    """
+    import copy
+
+    torch = _torch_mod()
+    memo: dict[int, Any] = {}
+    for p in gm.parameters():
+        memo[id(p)] = torch.nn.Parameter(torch.empty_like(p, device="meta"), p.requires_grad)
+    for b in gm.buffers():
+        memo[id(b)] = torch.empty_like(b, device="meta")
+    return copy.deepcopy(gm, memo)
 
 
 def dependency_intervals(

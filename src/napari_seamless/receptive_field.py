@@ -476,13 +476,30 @@ class _NotTraceable(Exception):
     pass
 
 
-def _graph_extents(model, axis: int, ndim: int, in_channels: int, f: int) -> tuple[int, int]:
-    """Exact extents along ``axis`` from the fx graph; probe doubled until long enough."""
-    from .dependency import dependency_intervals, extents_from_intervals
+def _graph_extents(
+    gm, meta, axis: int, ndim: int, in_channels: int, f: int, guess: int
+) -> tuple[int, int]:
+    """Exact extents along ``axis`` from the fx graph; probe doubled until long enough.
+
+    ``meta`` is a parameter-free copy of ``gm`` (or None) used first, since only shapes
+    matter; ops without a meta kernel fall back to the real model.
+    """
+    from .dependency import UnsupportedOperationError, dependency_intervals, extents_from_intervals
 
     length = 16 * f
+    while length < 2 * guess + 8 * f:  # start near Eq. 1 so one pass is usually enough
+        length *= 2
     while length <= 2**16:
-        lo, hi = dependency_intervals(model, ndim, in_channels, axis, length, f)
+        lo = hi = None
+        if meta is not None:
+            try:
+                lo, hi = dependency_intervals(meta, ndim, in_channels, axis, length, f)
+            except UnsupportedOperationError:
+                raise
+            except (NotImplementedError, RuntimeError):
+                meta = None
+        if lo is None:
+            lo, hi = dependency_intervals(gm, ndim, in_channels, axis, length, f)
         found = extents_from_intervals(lo, hi, f)
         if found is not None:
             return found
@@ -561,13 +578,17 @@ def receptive_field(
             raise NotTileableError(refusals)
         eq1 = _eq1(model, ndim, in_channels, f)
         try:
-            from .dependency import UnsupportedOperationError, trace
+            from .dependency import UnsupportedOperationError, meta_copy, trace
 
             try:
                 gm = trace(model)
             except UnsupportedOperationError as err:
                 raise _NotTraceable(str(err)) from None
-            pairs = [_graph_extents(gm, axis, ndim, in_channels, f) for axis in range(ndim)]
+            meta = meta_copy(gm)
+            guess = max(eq1) if eq1 else 0
+            pairs = [
+                _graph_extents(gm, meta, axis, ndim, in_channels, f, guess) for axis in range(ndim)
+            ]
             method = "graph"
         except _NotTraceable:
             pos = _positive_copy(model)
