@@ -341,6 +341,17 @@ def dependency_intervals(
                 return [self.dep_of(x) for x in a]
             return None
 
+        def call_module(self, target: Any, args: Any, kwargs: Any) -> Any:
+            # per-pixel layers keep the shape: skip their arithmetic (only shapes matter)
+            mod = gm.get_submodule(target)
+            if (
+                type(mod).__name__ in _ELEMENTWISE_MODULES
+                and args
+                and isinstance(args[0], torch.Tensor)
+            ):
+                return args[0]
+            return super().call_module(target, args, kwargs)
+
         def run_node(self, n: fx.Node) -> Any:
             out = super().run_node(n)
             self.deps[n] = self.rule(n, out)
