@@ -426,23 +426,14 @@ def dependency_intervals(
                     dep = _pad(dep, p, p, mod.padding_mode)
                     return _window(dep, n_out, k, s, 0, d)
                 return _window(dep, n_out, k, s, p, d)
-            if isinstance(mod, nn.modules.pooling._MaxPoolNd):
+            if isinstance(mod, nn.modules.pooling._MaxPoolNd | nn.modules.pooling._AvgPoolNd):
                 return _window(
                     dep,
                     n_out,
                     _pair(mod.kernel_size, axis, ndim),
                     _pair(mod.stride or mod.kernel_size, axis, ndim),
                     _pair(mod.padding, axis, ndim),
-                    _pair(mod.dilation, axis, ndim),
-                )
-            if isinstance(mod, nn.modules.pooling._AvgPoolNd):
-                return _window(
-                    dep,
-                    n_out,
-                    _pair(mod.kernel_size, axis, ndim),
-                    _pair(mod.stride or mod.kernel_size, axis, ndim),
-                    _pair(mod.padding, axis, ndim),
-                    1,
+                    _pair(getattr(mod, "dilation", 1), axis, ndim),  # avg pools have none
                 )
             if isinstance(mod, nn.modules.pooling._MaxUnpoolNd):
                 return _scatter(

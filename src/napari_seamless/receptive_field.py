@@ -312,49 +312,36 @@ _TRAIN = "is in train mode, so its output depends on the batch; call model.eval(
 
 
 def _module_refusals(model) -> list[Refusal]:
-    torch = _torch()
-    nn = torch.nn
+    """Check modules by class name.
+
+    TorchScript modules keep the class name in ``original_name`` and keep their
+    attributes, so they are checked like Python ones.
+    """
     out: list[Refusal] = []
     for path, mod in model.named_modules():
-        name = type(mod).__name__
-        if isinstance(mod, nn.GroupNorm):
-            out.append(
-                Refusal(
-                    path, name, f"normalises over space with statistics of the input; it {_GLOBAL}"
-                )
-            )
-        elif isinstance(mod, (nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)):
-            if not (mod.track_running_stats and not mod.training):
+        name = getattr(mod, "original_name", None) or type(mod).__name__
+        training = bool(getattr(mod, "training", False))
+        if name == "GroupNorm":
+            reason = f"normalises over space with statistics of the input; it {_GLOBAL}"
+            out.append(Refusal(path, name, reason))
+        elif name.startswith("InstanceNorm"):
+            if not (getattr(mod, "track_running_stats", False) and not training):
                 out.append(Refusal(path, name, f"normalises each image over space; it {_GLOBAL}"))
-        elif isinstance(mod, nn.LayerNorm) and len(mod.normalized_shape) >= 2:
+        elif name == "LayerNorm" and len(getattr(mod, "normalized_shape", ())) >= 2:
             out.append(Refusal(path, name, f"normalises over spatial axes; it {_GLOBAL}"))
-        elif isinstance(
-            mod,
-            (
-                nn.AdaptiveAvgPool1d,
-                nn.AdaptiveAvgPool2d,
-                nn.AdaptiveAvgPool3d,
-                nn.AdaptiveMaxPool1d,
-                nn.AdaptiveMaxPool2d,
-                nn.AdaptiveMaxPool3d,
-            ),
-        ):
+        elif name.startswith(("AdaptiveAvgPool", "AdaptiveMaxPool")):
             out.append(Refusal(path, name, f"global or adaptive pooling {_GLOBAL}"))
-        elif isinstance(
-            mod, (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
-        ):
+        elif name in ("MultiheadAttention", "TransformerEncoderLayer", "TransformerDecoderLayer"):
             out.append(Refusal(path, name, f"attention {_GLOBAL}"))
-        elif isinstance(mod, nn.Upsample) and mod.align_corners:
-            out.append(
-                Refusal(
-                    path,
-                    name,
-                    "align_corners=True scales by (n-1)/(m-1), which depends on the input size; use align_corners=False",
-                )
+        elif name.startswith("Upsample") and getattr(mod, "align_corners", False):
+            reason = (
+                "align_corners=True scales by (n-1)/(m-1), which depends on the input size; "
+                "use align_corners=False"
             )
-        elif isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.training:
+            out.append(Refusal(path, name, reason))
+        elif name.startswith(("BatchNorm", "SyncBatchNorm")) and training:
             out.append(Refusal(path, name, _TRAIN))
-        elif isinstance(mod, nn.modules.dropout._DropoutNd) and mod.training and mod.p > 0:
+        elif name.startswith(("Dropout", "AlphaDropout")) and training and getattr(mod, "p", 0) > 0:
             out.append(Refusal(path, name, _TRAIN))
     return out
 

@@ -150,3 +150,19 @@ def test_npe2_manifest_validates_and_samples_load():
 
     [(data, kwargs, kind)] = mosaic()
     assert data.shape == (4096, 4096) and kind == "image"
+
+
+def test_model_that_cannot_be_tiled_is_refused_with_reason(widget, qtbot, tmp_path):
+    import torch
+    from torch import nn
+
+    widget.viewer.open_sample("napari-seamless", "nuclei")
+    predictor = widget.predictor
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.GroupNorm(2, 4), nn.Conv2d(4, 2, 1))
+    path = tmp_path / "groupnorm.pt"
+    torch.jit.script(model.eval()).save(str(path))
+    widget.model.value = FROM_FILE
+    widget.model_file.value = path
+    qtbot.waitUntil(lambda: "cannot be tiled exactly" in widget.status.value, timeout=30_000)
+    assert "GroupNorm at '1'" in widget.status.value
+    assert widget.predictor is predictor and "Still using nuclei" in widget.status.value

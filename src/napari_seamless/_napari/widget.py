@@ -45,12 +45,17 @@ MODEL_CHOICES = [
 REFRESH_INTERVAL_S = 0.2
 
 
-def _load_and_analyse(spec: str) -> tuple[Any, Predictor]:
-    """Worker-thread job: load a model and compute its F and halo."""
+def _load_and_analyse(spec: str) -> tuple[Any, Predictor, tuple[int, ...]]:
+    """Worker-thread job: load a model, compute F and the halo, and the ERF estimate."""
     from ..models import load_model
+    from ..receptive_field import effective_receptive_field
 
     loaded = load_model(spec)
-    return loaded, Predictor(loaded.module, ndim=loaded.ndim, in_channels=loaded.in_channels)
+    pred = Predictor(loaded.module, ndim=loaded.ndim, in_channels=loaded.in_channels)
+    erf = effective_receptive_field(
+        pred.model, ndim=pred.ndim, in_channels=pred.in_channels, factor=pred.factor[0]
+    )
+    return loaded, pred, erf
 
 
 def _tiles(predictor: Predictor, data: Any, store: PyramidStore, tile: int, axes: str | None):
@@ -77,7 +82,8 @@ class SeamlessWidget(QWidget):
         self._grid_layer: Any = None
         self._halo_layer: Any = None
         self._grid: TileGrid | None = None
-        self._models: dict[str, tuple[Any, Predictor]] = {}
+        self._models: dict[str, tuple[Any, Predictor, tuple[int, ...]]] = {}
+        self.erf: tuple[int, ...] | None = None
         self._loader: Any = None
         self._last_refresh = 0.0
         self._t0 = 0.0
@@ -166,11 +172,12 @@ class SeamlessWidget(QWidget):
         self._loader = worker
         worker.start()
 
-    def _model_ready(self, spec: str, result: tuple[Any, Predictor]) -> None:
+    def _model_ready(self, spec: str, result: tuple[Any, Predictor, tuple[int, ...]]) -> None:
         self._models[spec] = result
         if spec != self._model_spec():
             return  # the user moved on while this one loaded
         self.predictor = result[1]
+        self.erf = result[2]
         self.model_name = spec
         factor = self.predictor.factor[0]
         self.tile.step = factor
@@ -182,8 +189,11 @@ class SeamlessWidget(QWidget):
         self._update()
 
     def _model_failed(self, spec: str, err: Exception) -> None:
+        from ..receptive_field import NotTileableError
+
         keep = f" Still using {self.model_name}." if self.model_name else ""
-        self._set_status(f"Could not load model {spec}: {err}.{keep}", error=True)
+        what = "Model" if isinstance(err, NotTileableError) else "Could not load model"
+        self._set_status(f"{what} {spec}: {err}.{keep}", error=True)
         self._update(keep_status=True)
 
     # ------------------------------------------------------------------ geometry
@@ -232,9 +242,14 @@ class SeamlessWidget(QWidget):
             return
         assert self.predictor is not None
         rf = self.predictor.rf
+        notes = []
+        if rf is not None and rf.eq1:
+            notes.append(f"Eq. 1: {rf.eq1[0]}")
+        if self.erf:
+            notes.append(f"ERF ~{self.erf[0]}")
         self.info.value = (
             f"F {grid.factor[0]} px, halo {grid.halo[0]} px"
-            + (f" (Eq. 1: {rf.eq1[0]})" if rf and rf.eq1 else "")
+            + (f" ({', '.join(notes)})" if notes else "")
             + f"\nZoR {grid.zor_size[0]} px, {len(grid)} tiles "
             + f"({' x '.join(map(str, grid.grid_shape))})\n"
             + f"overhead {grid.overhead:.2f}x window/ZoR area"
