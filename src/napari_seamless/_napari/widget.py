@@ -117,6 +117,9 @@ class SeamlessWidget(QWidget):
             ]
         )
         self.status.native.setWordWrap(True)
+        line = self.info.native.fontMetrics().lineSpacing()
+        self.info.native.setMinimumHeight(4 * line + 4)  # never clip the geometry lines
+        self.status.native.setMinimumHeight(4 * line + 4)
         layout = QVBoxLayout()
         layout.addWidget(self.container.native)
         layout.addStretch(1)
@@ -249,10 +252,10 @@ class SeamlessWidget(QWidget):
             notes.append(f"ERF ~{self.erf[0]}")
         self.info.value = (
             f"F {grid.factor[0]} px, halo {grid.halo[0]} px"
-            + (f" ({', '.join(notes)})" if notes else "")
+            + (f"\n{', '.join(notes)}" if notes else "")
             + f"\nZoR {grid.zor_size[0]} px, {len(grid)} tiles "
             + f"({' x '.join(map(str, grid.grid_shape))})\n"
-            + f"overhead {grid.overhead:.2f}x window/ZoR area"
+            + f"overhead {grid.overhead:.2f}x (window/ZoR)"
         )
         if not keep_status and self._problem_shown:
             self._set_status(f"Ready: model {self.model_name}.")
