@@ -405,14 +405,14 @@ def dependency_intervals(
                 return self.first_dep(n)
             dep = self.first_dep(n)
             n_out = self.spatial_len(out)
-            if isinstance(mod, nn.modules.conv._ConvTransposeNd):
+            if isinstance(mod, nn.modules.conv._ConvTransposeNd | nn.modules.pooling._MaxUnpoolNd):
                 return _scatter(
                     dep,
                     n_out,
                     _pair(mod.kernel_size, axis, ndim),
                     _pair(mod.stride, axis, ndim),
                     _pair(mod.padding, axis, ndim),
-                    _pair(mod.dilation, axis, ndim),
+                    _pair(getattr(mod, "dilation", 1), axis, ndim),  # unpooling has none
                 )
             if isinstance(mod, nn.modules.conv._ConvNd):
                 k, d = _pair(mod.kernel_size, axis, ndim), _pair(mod.dilation, axis, ndim)
@@ -434,15 +434,6 @@ def dependency_intervals(
                     _pair(mod.stride or mod.kernel_size, axis, ndim),
                     _pair(mod.padding, axis, ndim),
                     _pair(getattr(mod, "dilation", 1), axis, ndim),  # avg pools have none
-                )
-            if isinstance(mod, nn.modules.pooling._MaxUnpoolNd):
-                return _scatter(
-                    dep,
-                    n_out,
-                    _pair(mod.kernel_size, axis, ndim),
-                    _pair(mod.stride, axis, ndim),
-                    _pair(mod.padding, axis, ndim),
-                    1,
                 )
             if isinstance(mod, nn.Upsample):
                 if mod.align_corners:
