@@ -59,7 +59,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
     import tifffile
 
-    from .engine import Predictor, _drain, to_channel_first
+    from .engine import Predictor, _drain, labels_dtype, to_channel_first
     from .models import load_model
     from .stores import ArrayStore
 
@@ -97,7 +97,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         shape, dtype, output = (classes, *spatial), np.float32, "probabilities"
         chunks = (1, *grid.zor_size)
     else:
-        shape, dtype, output = tuple(spatial), np.uint8 if classes <= 255 else np.uint16, "labels"
+        shape, dtype, output = tuple(spatial), labels_dtype(classes), "labels"
         chunks = grid.zor_size
     # Write to a temporary name and rename at the end: an interrupted run never leaves a
     # file that looks complete.

@@ -514,10 +514,7 @@ def dependency_intervals(
             if f in _BINARY_OPERATORS or name in _ELEMENTWISE_NAMES:
                 return self.union_all(n)
             if name in ("softmax", "log_softmax"):
-                dim = n.kwargs.get("dim", n.args[1] if len(n.args) > 1 else None)
-                if dim is None or dim % (ndim + 2) >= 2:
-                    raise UnsupportedOperationError(f"function {name} over a spatial axis")
-                return self.first_dep(n)
+                return self.softmax_rule(n, f"function {name}")
             dep = self.first_dep(n)
             n_out = self.spatial_len(out)
             if name in ("conv1d", "conv2d", "conv3d"):
@@ -565,6 +562,13 @@ def dependency_intervals(
                 f"function {name}: the dependency analysis does not know this operation"
             )
 
+        def softmax_rule(self, n: fx.Node, what: str) -> _Dep:
+            """Softmax over channels is per pixel; over a spatial axis it is refused."""
+            dim = n.kwargs.get("dim", n.args[1] if len(n.args) > 1 else None)
+            if dim is None or dim % (ndim + 2) >= 2:
+                raise UnsupportedOperationError(f"{what} over a spatial axis")
+            return self.first_dep(n)
+
         def arg(self, n: fx.Node, pos: int, key: str, default: Any) -> Any:
             if key in n.kwargs:
                 v = n.kwargs[key]
@@ -607,10 +611,7 @@ def dependency_intervals(
             if name in _ELEMENTWISE_NAMES:
                 return self.union_all(n)
             if name in ("softmax", "log_softmax"):
-                dim = n.kwargs.get("dim", n.args[1] if len(n.args) > 1 else None)
-                if dim is None or dim % (ndim + 2) >= 2:
-                    raise UnsupportedOperationError(f"method {name} over a spatial axis")
-                return self.first_dep(n)
+                return self.softmax_rule(n, f"method {name}")
             if name in (
                 "view",
                 "reshape",

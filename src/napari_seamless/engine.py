@@ -57,6 +57,11 @@ class TileEvent:
     total: int
 
 
+def labels_dtype(n_classes: int) -> type:
+    """Integer dtype of argmax labels: uint8 for up to 255 classes, else uint16."""
+    return np.uint8 if n_classes <= 255 else np.uint16
+
+
 def _reflect(index: np.ndarray, n: int) -> np.ndarray:
     """Map indices of a reflection-padded axis (numpy 'reflect' mode) into ``[0, n)``."""
     if n == 1:
@@ -239,6 +244,7 @@ class Predictor:
         self.device = torch.device(device) if device is not None else auto_device()
         self.dtype = dtype
         self.torch_dtype = torch.float64 if dtype == "float64" else torch.float32
+        self.np_dtype = np.float64 if dtype == "float64" else np.float32
         self.exact = exact
         if dtype == "float64":
             model = copy.deepcopy(model)
@@ -346,7 +352,7 @@ class Predictor:
         """
         arr, _ = to_channel_first(image, self.ndim, self.in_channels, axes)
         grid = self.grid(arr.shape[1:], tile, border)
-        np_dtype = np.float64 if self.dtype == "float64" else np.float32
+        np_dtype = self.np_dtype
         norm = self._normalization(arr, normalization, np_dtype)
         tiles = [grid[i] for i in order] if order is not None else list(grid)
         done = 0
@@ -362,8 +368,7 @@ class Predictor:
             for t, p in zip(batch, probs, strict=True):
                 block = p[(slice(None), *t.crop)]
                 if output == "labels":
-                    n_classes = block.shape[0]
-                    block = block.argmax(0).astype(np.uint8 if n_classes <= 255 else np.uint16)
+                    block = block.argmax(0).astype(labels_dtype(block.shape[0]))
                 else:
                     block = (
                         block.astype(np.float32, copy=False) if self.dtype == "float32" else block
@@ -459,13 +464,7 @@ def predict(
     ChannelError, TileSizeError, ValueError
         On images or tiles that do not fit the model (messages say what to change).
     """
-    pred = _predictor(model, ndim, halo, kwargs)
-    arr, _ = to_channel_first(image, pred.ndim, pred.in_channels, kwargs.get("axes"))
-    if out is None:
-        np_dtype = np.float64 if pred.dtype == "float64" else np.float32
-        out = np.zeros((pred.classes(), *arr.shape[1:]), dtype=np_dtype)
-    _drain(pred.run(image, ArrayStore(out), tile, output="probabilities", **kwargs), progress)
-    return out
+    return _run_into(model, image, tile, ndim, halo, out, progress, "probabilities", kwargs)
 
 
 def segment(
@@ -485,11 +484,30 @@ def segment(
     (uint8 for up to 255 classes), class index per pixel (0 = background for the
     built-in models).
     """
+    return _run_into(model, image, tile, ndim, halo, out, progress, "labels", kwargs)
+
+
+def _run_into(
+    model: Any,
+    image: Any,
+    tile: Any,
+    ndim: int,
+    halo: Any,
+    out: Any,
+    progress: bool,
+    output: Output,
+    kwargs: dict,
+) -> Any:
+    """Shared body of :func:`predict` and :func:`segment`: allocate ``out`` if needed, run."""
     pred = _predictor(model, ndim, halo, kwargs)
     arr, _ = to_channel_first(image, pred.ndim, pred.in_channels, kwargs.get("axes"))
     if out is None:
-        out = np.zeros(arr.shape[1:], dtype=np.uint8 if pred.classes() <= 255 else np.uint16)
-    _drain(pred.run(image, ArrayStore(out), tile, output="labels", **kwargs), progress)
+        classes = pred.classes()
+        if output == "labels":
+            out = np.zeros(arr.shape[1:], dtype=labels_dtype(classes))
+        else:
+            out = np.zeros((classes, *arr.shape[1:]), dtype=pred.np_dtype)
+    _drain(pred.run(image, ArrayStore(out), tile, output=output, **kwargs), progress)
     return out
 
 
