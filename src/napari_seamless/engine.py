@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .errors import SeamlessError
 from .grid import Border, Tile, TileGrid, pad_to_multiple
 from .preprocessing import PercentileNormalization
 from .stores import ArrayStore, Store
@@ -34,7 +35,7 @@ __all__ = [
 Output = Literal["probabilities", "labels"]
 
 
-class ChannelError(ValueError):
+class ChannelError(SeamlessError, ValueError):
     """The image's channels or axes do not match what the model expects."""
 
 

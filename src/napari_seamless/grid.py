@@ -29,12 +29,14 @@ from typing import Literal
 
 import numpy as np
 
+from .errors import SeamlessError
+
 __all__ = ["Tile", "TileGrid", "TileSizeError", "valid_tile_sizes", "pad_to_multiple"]
 
 Border = Literal["clip", "shift"]
 
 
-class TileSizeError(ValueError):
+class TileSizeError(SeamlessError, ValueError):
     """A tile (window) size that cannot give exact tiling, with the nearest valid sizes."""
 
 

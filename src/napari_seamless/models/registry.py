@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import SeamlessError
 from .unet import UNet, UNetConfig
 
 __all__ = [
@@ -29,7 +30,7 @@ DEFAULT_MODEL = "nuclei"
 CHECKPOINT_FORMAT = "napari-seamless/1"
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(SeamlessError, ValueError):
     """A model name or file that cannot be loaded; the message says why and what to do."""
 
 
