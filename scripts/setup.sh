@@ -20,5 +20,6 @@ if command -v apt-get >/dev/null 2>&1; then
   fi
 fi
 PY="${PYTHON:-python3}"
-"$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore "torch==2.13.0"
-"$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore -e ".[testing]"
+# torchvision (needed by smp/timm in the tests) pinned to the torch release, so pip never swaps torch
+"$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore "torch==2.13.0" "torchvision==0.28.0"
+"$PY" -m pip install -q --disable-pip-version-check --root-user-action=ignore -e ".[testing]" "torch==2.13.0" "torchvision==0.28.0"
