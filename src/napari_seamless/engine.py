@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import SeamlessError
 from .grid import Border, Tile, TileGrid, pad_to_multiple
-from .preprocessing import PercentileNormalization
+from .preprocessing import FittedPreprocessing, PercentileNormalization, Preprocessing
 from .stores import ArrayStore, Store
 
 __all__ = [
@@ -30,13 +30,21 @@ __all__ = [
     "read_window",
     "to_channel_first",
     "ChannelError",
+    "OutputConventionError",
+    "ACTIVATIONS",
 ]
 
 Output = Literal["probabilities", "labels"]
+Activation = Literal["softmax", "sigmoid", "identity"]
+ACTIVATIONS = ("softmax", "sigmoid", "identity")
 
 
 class ChannelError(SeamlessError, ValueError):
     """The image's channels or axes do not match what the model expects."""
+
+
+class OutputConventionError(SeamlessError, ValueError):
+    """The activation does not fit the model's output (softmax over one channel)."""
 
 
 @dataclass(frozen=True)
@@ -221,6 +229,19 @@ class Predictor:
         Precision of the forward pass. float64 gives bit-identical tiled and whole results.
     exact : bool
         Turn TF32 off during inference (cuDNN uses TF32 by default on Ampere and newer).
+    activation : {"softmax", "sigmoid", "identity"}
+        How the model's output becomes probabilities and labels: ``"softmax"`` over
+        channels, labels = argmax; ``"sigmoid"`` per channel, labels = ``p > threshold``
+        for one channel, else 0 where no channel exceeds ``threshold`` and ``1 + argmax``
+        elsewhere; ``"identity"`` (the model outputs probabilities), labels = argmax, or
+        ``p > threshold`` for one channel. Per pixel: tiling stays exact.
+    threshold : float
+        Probability threshold of the one-channel and sigmoid conventions.
+
+    Raises
+    ------
+    ValueError
+        For an unknown ``dtype`` or ``activation``.
     """
 
     def __init__(
@@ -233,13 +254,19 @@ class Predictor:
         device: Any = None,
         dtype: str = "float32",
         exact: bool = True,
+        activation: Activation = "softmax",
+        threshold: float = 0.5,
     ) -> None:
         import torch
 
-        from .receptive_field import receptive_field
+        from .analysis import receptive_field
 
         if dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        self.activation = activation
+        self.threshold = float(threshold)
         self.ndim = ndim
         self.in_channels = in_channels or infer_in_channels(model, ndim)
         self.device = torch.device(device) if device is not None else auto_device()
@@ -289,9 +316,51 @@ class Predictor:
         with torch.inference_mode(), _exact_math(self.exact):
             out = self.model(x)
             if not isinstance(out, torch.Tensor):
-                raise TypeError(f"model returned {type(out).__name__}, expected a tensor")
-            probs = torch.softmax(out, dim=1)
-        return probs.cpu().numpy()
+                raise TypeError(
+                    f"model returned {type(out).__name__}, expected a tensor; wrap it with "
+                    "load_model(..., output=INDEX_OR_KEY)"
+                )
+            self._check_channels(int(out.shape[1]))
+            if self.activation == "softmax":
+                probs = torch.softmax(out, dim=1)
+            elif self.activation == "sigmoid":
+                probs = torch.sigmoid(out)
+            else:
+                probs = out
+        return probs.to(self.torch_dtype).cpu().numpy()
+
+    def _check_channels(self, channels: int) -> None:
+        if channels == 1 and self.activation == "softmax":
+            raise OutputConventionError(
+                "the model has one output channel and softmax over one channel is always 1 "
+                "(every label 0); use activation='sigmoid' for logits or 'identity' for "
+                "probabilities"
+            )
+
+    def labels(self, probs: np.ndarray) -> np.ndarray:
+        """Labels of a probability block ``(channels, *spatial)`` by the activation's rule.
+
+        Returns
+        -------
+        numpy.ndarray, shape (*spatial)
+            Integer labels of dtype :meth:`label_dtype`; see ``activation`` in the class
+            docstring.
+        """
+        channels = probs.shape[0]
+        dtype = self.label_dtype(channels)
+        if channels == 1:
+            return (probs[0] > self.threshold).astype(dtype)
+        if self.activation != "sigmoid":
+            return probs.argmax(0).astype(dtype)
+        labels = probs.argmax(0).astype(dtype) + 1
+        labels[probs.max(0) <= self.threshold] = 0
+        return labels
+
+    def label_dtype(self, channels: int) -> type:
+        """Integer dtype of the labels for a model with ``channels`` output channels."""
+        if self.activation == "sigmoid" and channels > 1:
+            return labels_dtype(channels + 1)
+        return labels_dtype(channels)
 
     def run(
         self,
@@ -302,6 +371,7 @@ class Predictor:
         output: Output = "probabilities",
         axes: str | None = None,
         normalization: PercentileNormalization
+        | Preprocessing
         | Callable[[np.ndarray], np.ndarray]
         | None
         | str = "percentile",
@@ -317,9 +387,9 @@ class Predictor:
             ``(*spatial)`` or with a channel axis (see :func:`to_channel_first`); numpy,
             zarr, dask or memmap. Only windows are read.
         store : Store
-            Receives ``(classes, *zor_shape)`` float32 softmax scores for
-            ``output="probabilities"`` or ``(*zor_shape)`` integer labels (argmax) for
-            ``output="labels"``.
+            Receives ``(channels, *zor_shape)`` float32 probabilities (the activation's
+            output) for ``output="probabilities"`` or ``(*zor_shape)`` integer labels for
+            ``output="labels"`` (see ``activation`` of :class:`Predictor`).
         tile : int, tuple of int or None
             Window size in pixels (a multiple of F, larger than ``2 * halo``); ``None`` is
             the whole-image reference.
@@ -327,10 +397,13 @@ class Predictor:
             What is written.
         axes : str, optional
             Axes of ``image`` such as ``"YX"`` or ``"CYX"``.
-        normalization : "percentile", PercentileNormalization, callable or None
-            ``"percentile"`` fits 1-99.8 percentiles on the whole image once; a callable
-            maps a channel-first float window to the model input; None passes raw values
-            as float.
+        normalization : "percentile", PercentileNormalization, Preprocessing, callable or None
+            ``"percentile"`` fits 1-99.8 percentiles on the whole image once; a
+            :class:`~napari_seamless.preprocessing.Preprocessing` (a model's declared
+            preprocessing, e.g. ``LoadedModel.normalization``) is fitted once on the whole
+            image, then the same fixed map is applied to every window; a callable maps a
+            channel-first float window to the model input; None passes raw values as
+            float.
         border : {"clip", "shift"}
             Border windows clipped or shifted inward (see :class:`TileGrid`).
         batch_size : int
@@ -369,7 +442,7 @@ class Predictor:
             for t, p in zip(batch, probs, strict=True):
                 block = p[(slice(None), *t.crop)]
                 if output == "labels":
-                    block = block.argmax(0).astype(labels_dtype(block.shape[0]))
+                    block = self.labels(block)
                 else:
                     block = (
                         block.astype(np.float32, copy=False) if self.dtype == "float32" else block
@@ -398,7 +471,9 @@ class Predictor:
                     f"unknown normalization {normalization!r}; use 'percentile' or None"
                 )
             normalization = PercentileNormalization.fit(arr)
-        if isinstance(normalization, PercentileNormalization):
+        if isinstance(normalization, Preprocessing):
+            normalization = normalization.fit(arr)  # once, on the whole image
+        if isinstance(normalization, (PercentileNormalization, FittedPreprocessing)):
             return lambda w: normalization(w, dtype=dtype)
         return normalization
 
@@ -410,13 +485,15 @@ class Predictor:
             (1, self.in_channels) + self.factor, dtype=self.torch_dtype, device=self.device
         )
         with torch.inference_mode():
-            return int(self.model(x).shape[1])
+            channels = int(self.model(x).shape[1])
+        self._check_channels(channels)
+        return channels
 
 
 def _predictor(model: Any, ndim: int, halo: Any, kwargs: dict) -> Predictor:
     if isinstance(model, Predictor):
         return model
-    keys = ("in_channels", "factor", "device", "dtype", "exact")
+    keys = ("in_channels", "factor", "device", "dtype", "exact", "activation", "threshold")
     return Predictor(model, ndim=ndim, halo=halo, **{k: kwargs.pop(k) for k in keys if k in kwargs})
 
 
@@ -451,14 +528,15 @@ def predict(
     progress : bool
         Show a tqdm progress bar.
     **kwargs
-        ``in_channels``, ``factor``, ``device``, ``dtype``, ``exact`` for
-        :class:`Predictor`; ``axes``, ``normalization``, ``border``, ``batch_size`` for
-        :meth:`Predictor.run`.
+        ``in_channels``, ``factor``, ``device``, ``dtype``, ``exact``, ``activation``,
+        ``threshold`` for :class:`Predictor`; ``axes``, ``normalization``, ``border``,
+        ``batch_size`` for :meth:`Predictor.run`.
 
     Returns
     -------
-    numpy.ndarray or the given ``out``, shape (classes, *spatial)
-        Softmax scores, float32 (float64 with ``dtype="float64"``).
+    numpy.ndarray or the given ``out``, shape (channels, *spatial)
+        Probabilities by the activation (softmax by default), float32 (float64 with
+        ``dtype="float64"``).
 
     Raises
     ------
@@ -482,8 +560,9 @@ def segment(
     """Semantic labels (argmax of the class scores) of ``image`` by exact tiled inference.
 
     Same parameters as :func:`predict`; returns an integer array of shape ``(*spatial)``
-    (uint8 for up to 255 classes), class index per pixel (0 = background for the
-    built-in models).
+    (uint8 for up to 255 classes): the class index per pixel for softmax (0 = background
+    for the built-in models), ``p > threshold`` for one-channel sigmoid/identity models
+    (see ``activation`` of :class:`Predictor`).
     """
     return _run_into(model, image, tile, ndim, halo, out, progress, "labels", kwargs)
 
@@ -505,7 +584,7 @@ def _run_into(
     if out is None:
         classes = pred.classes()
         if output == "labels":
-            out = np.zeros(arr.shape[1:], dtype=labels_dtype(classes))
+            out = np.zeros(arr.shape[1:], dtype=pred.label_dtype(classes))
         else:
             out = np.zeros((classes, *arr.shape[1:]), dtype=pred.np_dtype)
     _drain(pred.run(image, ArrayStore(out), tile, output=output, **kwargs), progress)

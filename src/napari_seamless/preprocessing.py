@@ -4,15 +4,36 @@ Tiling stays exact only if every tile sees the same transformation. Percentile
 normalisation therefore fits its low/high values on the whole image (or a fixed strided
 sample of it, for images too large to read at once) and then applies the same affine
 map to every window: ``(x - low) / (high - low)``.
+
+Models that declare their own preprocessing (bioimage.io packages) get a
+:class:`Preprocessing`: a sequence of steps whose statistics (percentiles, mean, standard
+deviation) are fitted ONCE on the whole image by :meth:`Preprocessing.fit`, giving a
+:class:`FittedPreprocessing` of fixed per-channel maps that the engine applies to every
+window. A statistic computed per tile would change the answer from tile to tile.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-__all__ = ["PercentileNormalization"]
+__all__ = [
+    "PercentileNormalization",
+    "Preprocessing",
+    "FittedPreprocessing",
+    "ScaleRange",
+    "ZeroMeanUnitVariance",
+    "Affine",
+    "Clip",
+    "Binarize",
+    "Sigmoid",
+    "Cast",
+    "describe_steps",
+    "whole_image_sample",
+]
 
 
 @dataclass(frozen=True)
@@ -72,3 +93,291 @@ class PercentileNormalization:
         low = np.asarray(self.low, dtype=np.float64).reshape(shape)
         scale = 1.0 / (np.asarray(self.high, dtype=np.float64) - low.ravel()).reshape(shape)
         return ((window.astype(np.float64) - low) * scale).astype(dtype)
+
+
+def whole_image_sample(image: Any, max_samples: int = 2**24) -> np.ndarray:
+    """The whole image as float64 ``(C, *spatial)``, or a fixed strided sample of it.
+
+    Images with more than ``max_samples`` pixels per channel are sampled on a regular
+    stride along the first spatial axis (as :meth:`PercentileNormalization.fit` does), so
+    the statistics are the same every run and do not depend on the tiling.
+    """
+    n = int(np.prod(image.shape[1:]))
+    step = max(1, int(np.ceil(n / max_samples)))
+    return np.stack(
+        [
+            np.asarray(image[c][::step] if step > 1 else image[c], np.float64)
+            for c in range(image.shape[0])
+        ]
+    )
+
+
+def _shape(v: np.ndarray, ndim: int) -> np.ndarray:
+    return v.reshape((-1,) + (1,) * (ndim - 1))
+
+
+@dataclass(frozen=True)
+class Affine:
+    """Fixed per-channel map ``(x - low) * scale``.
+
+    Attributes
+    ----------
+    low, scale : tuple of float
+        One value per channel, or one for all channels (intensity units).
+    """
+
+    low: tuple[float, ...]
+    scale: tuple[float, ...]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Apply to a float64 channel-first array ``(C, *spatial)``."""
+        return (x - _shape(np.asarray(self.low), x.ndim)) * _shape(np.asarray(self.scale), x.ndim)
+
+    @classmethod
+    def gain_offset(cls, gain: Any, offset: Any) -> Affine:
+        """``x * gain + offset`` (bioimage.io ``scale_linear``), per channel or scalar."""
+        g, o = (
+            np.atleast_1d(np.asarray(gain, np.float64)),
+            np.atleast_1d(np.asarray(offset, np.float64)),
+        )
+        g, o = np.broadcast_arrays(g, o)
+        if np.any(g == 0):
+            raise ValueError("scale_linear with gain 0 maps every pixel to the offset")
+        return cls(tuple(map(float, -o / g)), tuple(map(float, g)))
+
+
+def _stats_axes(x: np.ndarray, per_channel: bool) -> tuple[np.ndarray, ...]:
+    """Per-channel rows (or one row for all channels) to compute statistics over."""
+    return tuple(x.reshape(x.shape[0], -1)) if per_channel else (x.ravel(),)
+
+
+@dataclass(frozen=True)
+class ScaleRange:
+    """Percentile scaling ``(x - p_low) / (p_high - p_low + eps)`` (bioimage.io ``scale_range``).
+
+    Attributes
+    ----------
+    pmin, pmax : float
+        Percentiles (0-100) mapped to 0 and (nearly) 1.
+    eps : float
+        Added to the denominator.
+    per_channel : bool
+        Percentiles per channel (True) or jointly over all channels.
+    """
+
+    pmin: float = 1.0
+    pmax: float = 99.8
+    eps: float = 1e-6
+    per_channel: bool = True
+
+    def fit(self, x: np.ndarray) -> Affine:
+        """Fit the percentiles on the whole image ``x`` (float64 ``(C, *spatial)``)."""
+        rows = _stats_axes(x, self.per_channel)
+        lo, hi = zip(*(np.percentile(r, [self.pmin, self.pmax]) for r in rows), strict=True)
+        lo_a, hi_a = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+        return Affine(tuple(map(float, lo_a)), tuple(map(float, 1.0 / (hi_a - lo_a + self.eps))))
+
+
+@dataclass(frozen=True)
+class ZeroMeanUnitVariance:
+    """``(x - mean) / (std + eps)`` with mean and std of the whole image.
+
+    Attributes
+    ----------
+    eps : float
+        Added to the standard deviation.
+    per_channel : bool
+        Statistics per channel (True) or jointly over all channels.
+    """
+
+    eps: float = 1e-6
+    per_channel: bool = True
+
+    def fit(self, x: np.ndarray) -> Affine:
+        """Fit mean and standard deviation on the whole image ``x``."""
+        rows = _stats_axes(x, self.per_channel)
+        mean = np.asarray([r.mean() for r in rows])
+        std = np.asarray([r.std() for r in rows])
+        return Affine(tuple(map(float, mean)), tuple(map(float, 1.0 / (std + self.eps))))
+
+
+@dataclass(frozen=True)
+class Clip:
+    """Clip to ``[low, high]``, given or as percentiles of the whole image.
+
+    Attributes
+    ----------
+    low, high : float or None
+        Fixed bounds (None: no bound, unless a percentile is given).
+    pmin, pmax : float or None
+        Percentiles (0-100) of the image at this step used as bounds.
+    per_channel : bool
+        Percentiles per channel or jointly.
+    """
+
+    low: float | tuple[float, ...] | None = None
+    high: float | tuple[float, ...] | None = None
+    pmin: float | None = None
+    pmax: float | None = None
+    per_channel: bool = True
+
+    def fit(self, x: np.ndarray) -> Clip:
+        """Replace percentiles by their values on the whole image (fixed bounds)."""
+        if self.pmin is None and self.pmax is None:
+            return self
+        rows = _stats_axes(x, self.per_channel)
+        low, high = self.low, self.high
+        if self.pmin is not None:
+            low = tuple(float(np.percentile(r, self.pmin)) for r in rows)
+        if self.pmax is not None:
+            high = tuple(float(np.percentile(r, self.pmax)) for r in rows)
+        return Clip(low, high, None, None, self.per_channel)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Apply the fixed bounds to a float64 ``(C, *spatial)`` array."""
+        lo = (
+            None
+            if self.low is None
+            else _shape(np.atleast_1d(np.asarray(self.low, np.float64)), x.ndim)
+        )
+        hi = (
+            None
+            if self.high is None
+            else _shape(np.atleast_1d(np.asarray(self.high, np.float64)), x.ndim)
+        )
+        return np.clip(x, lo, hi)
+
+
+@dataclass(frozen=True)
+class Binarize:
+    """``x > threshold`` as 0.0 / 1.0, one threshold per channel or for all.
+
+    Attributes
+    ----------
+    threshold : tuple of float
+    """
+
+    threshold: tuple[float, ...]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Apply to a float64 ``(C, *spatial)`` array."""
+        return (x > _shape(np.asarray(self.threshold, np.float64), x.ndim)).astype(np.float64)
+
+
+@dataclass(frozen=True)
+class Sigmoid:
+    """The logistic function, per pixel."""
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Apply to a float64 array."""
+        return 1.0 / (1.0 + np.exp(-x))
+
+
+@dataclass(frozen=True)
+class Cast:
+    """Cast to an integer dtype (float dtypes are kept at float64 until the end).
+
+    Attributes
+    ----------
+    dtype : str
+        numpy dtype name, e.g. ``"uint8"``.
+    """
+
+    dtype: str
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Cast (with numpy's truncation) and return float64 again."""
+        if np.dtype(self.dtype).kind == "f":
+            return x
+        return x.astype(self.dtype).astype(np.float64)
+
+
+@dataclass(frozen=True)
+class FittedPreprocessing:
+    """Fixed per-channel maps applied to every window; the same for every tile.
+
+    Attributes
+    ----------
+    steps : tuple
+        Fitted steps (:class:`Affine`, :class:`Clip`, :class:`Binarize`, ...), in order.
+    """
+
+    steps: tuple[Any, ...]
+
+    def __call__(self, window: np.ndarray, dtype: type = np.float32) -> np.ndarray:
+        """Apply to a channel-first window ``(C, *spatial)``; compute in float64, return ``dtype``."""
+        x = np.asarray(window, np.float64)
+        for step in self.steps:
+            x = step(x)
+        return x.astype(dtype)
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Declared preprocessing: steps whose statistics are fitted once on the whole image.
+
+    Attributes
+    ----------
+    steps : tuple
+        :class:`ScaleRange`, :class:`ZeroMeanUnitVariance`, :class:`Clip` (with
+        percentiles) have a ``fit``; :class:`Affine`, :class:`Binarize`,
+        :class:`Sigmoid`, :class:`Cast` are fixed.
+    description : str
+        For people, e.g. ``"scale_range 1-99.8 % per channel"``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> pre = Preprocessing((ScaleRange(1.0, 99.8),))
+    >>> image = np.arange(100.0).reshape(1, 10, 10)
+    >>> fitted = pre.fit(image)           # percentiles of the whole image, once
+    >>> fitted(image[:, :2, :2]).shape    # then the same map for every window
+    (1, 2, 2)
+    """
+
+    steps: tuple[Any, ...]
+    description: str = ""
+
+    def fit(self, image: Any, max_samples: int = 2**24) -> FittedPreprocessing:
+        """Fit every statistic on the whole image, in order (each on the previous output).
+
+        Parameters
+        ----------
+        image : array-like, shape (C, *spatial)
+            Channel-first image, numpy, zarr or dask; see :func:`whole_image_sample`.
+        max_samples : int
+            Pixels per channel above which a fixed strided sample is used.
+
+        Returns
+        -------
+        FittedPreprocessing
+        """
+        x = whole_image_sample(image, max_samples)
+        fitted = []
+        for step in self.steps:
+            f = step.fit(x) if hasattr(step, "fit") else step
+            x = f(x)
+            fitted.append(f)
+        return FittedPreprocessing(tuple(fitted))
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+
+def describe_steps(steps: Sequence[Any]) -> str:
+    """Short text of a sequence of steps, e.g. for the widget's status line."""
+    names = []
+    for s in steps:
+        if isinstance(s, ScaleRange):
+            names.append(
+                f"scale_range {s.pmin:g}-{s.pmax:g} % "
+                + ("per channel" if s.per_channel else "joint")
+            )
+        elif isinstance(s, ZeroMeanUnitVariance):
+            names.append("zero_mean_unit_variance")
+        else:
+            names.append(type(s).__name__.lower())
+    return ", ".join(names) or "none"

@@ -1,22 +1,28 @@
-"""Built-in architectures, the model registry and loaders (imports torch)."""
+"""Built-in architectures, the model loaders and output conventions (imports torch)."""
 
-from .registry import (
+from .loaders import (
+    ACTIVATIONS,
     DEFAULT_MODEL,
+    ConventionWarning,
     LoadedModel,
     ModelLoadError,
     builtin_models,
+    declared_halo_warning,
     load_model,
-    save_checkpoint,
 )
+from .loaders.files import save_checkpoint
 from .unet import UNet, UNetConfig
 
 __all__ = [
+    "ACTIVATIONS",
     "DEFAULT_MODEL",
+    "ConventionWarning",
     "LoadedModel",
     "ModelLoadError",
     "UNet",
     "UNetConfig",
     "builtin_models",
+    "declared_halo_warning",
     "load_model",
     "save_checkpoint",
 ]
