@@ -59,3 +59,86 @@ def test_halo_json(capsys):
     assert main(["halo", "--model", "nuclei", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["factor"] == [16, 16] and info["halo"] == [96, 96] and info["eq1"] == [92, 92]
+
+
+@pytest.fixture(scope="module")
+def packages(tmp_path_factory):
+    pytest.importorskip("bioimageio.spec")
+    from bioimageio_package import build_package
+
+    root = tmp_path_factory.mktemp("bioimageio")
+    return {
+        "ok": build_package(root / "ok"),
+        "small_halo": build_package(root / "small", halo=32, as_zip=False),
+    }
+
+
+@pytest.fixture(scope="module")
+def builtin_cli_labels(tmp_path_factory):
+    out = tmp_path_factory.mktemp("builtin") / "labels.tif"
+    assert main(["predict", str(NUCLEI), "-o", str(out), "-q", "--tile", "256"]) == 0
+    return tifffile.imread(out)
+
+
+def test_predict_bioimageio_package_equals_builtin(
+    tmp_path, capsys, packages, builtin_cli_labels, monkeypatch
+):
+    from bioimageio_package import block_network
+
+    block_network(monkeypatch)
+    out = tmp_path / "pkg.tif"
+    args = ["predict", str(NUCLEI), "-o", str(out), "-q", "--tile", "256"]
+    assert main([*args, "--model", str(packages["ok"])]) == 0
+    err = capsys.readouterr().err
+    assert "declares a halo" not in err and "warning" not in err
+    labels = tifffile.imread(out)
+    assert labels.mean() > 0.1 and np.array_equal(labels, builtin_cli_labels)
+    # the declared halo is too small: one warning line naming both numbers, same result
+    small = tmp_path / "small.tif"
+    assert main([*args[:3], str(small), *args[4:], "--model", str(packages["small_halo"])]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warnings) == 1
+    assert "halo of 32 px" in warnings[0] and "exact halo of 96 px" in warnings[0]
+    assert np.array_equal(tifffile.imread(small), builtin_cli_labels)
+
+
+def test_predict_pickle_needs_allow_pickle(tmp_path, capsys):
+    import torch
+
+    from napari_seamless.models import UNet
+
+    torch.manual_seed(0)
+    path = tmp_path / "whole.pt"
+    torch.save(UNet(width=4).eval(), path)
+    out = tmp_path / "out.tif"
+    args = ["predict", str(NUCLEI), "-o", str(out), "-q", "--model", str(path)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "unpickling runs code" in err and "--allow-pickle" in err and not out.exists()
+    assert main([*args, "--allow-pickle"]) == 0 and tifffile.imread(out).shape == (512, 512)
+
+
+def test_predict_entry_point_tuple_output_and_sigmoid(tmp_path, capsys, builtin_cli_labels):
+    script = tmp_path / "net.py"
+    script.write_text(
+        "import torch\n"
+        "from napari_seamless.models import load_model\n"
+        "class Net(torch.nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.net = load_model('nuclei').module\n"
+        "    def forward(self, x):\n"
+        "        z = self.net(x)\n"
+        "        return z, z[:, 1:2] - z[:, 0:1]\n"
+    )
+    out = tmp_path / "out.tif"
+    args = ["predict", str(NUCLEI), "-o", str(out), "-q", "--tile", "256"]
+    assert main([*args, "--model", f"{script}:Net"]) == 2
+    assert "--output-index" in capsys.readouterr().err
+    assert main([*args, "--model", f"{script}:Net", "--output-index", "1"]) == 0
+    assert "using sigmoid" in capsys.readouterr().err  # one channel: said so
+    labels = tifffile.imread(out)
+    assert labels.mean() > 0.1 and (labels != builtin_cli_labels).mean() < 1e-4
+    assert main([*args, "--model", f"{script}:Net", "--output-index", "1", "--overwrite",
+                 "--activation", "softmax"]) == 2  # fmt: skip
+    assert "softmax over one channel" in capsys.readouterr().err

@@ -55,12 +55,24 @@ def _open_output(
     return zarr.open_array(str(path), mode="w", shape=shape, dtype=dtype, chunks=chunks)
 
 
+def _output_key(value: str | None) -> int | str | None:
+    """``--output-index``: an integer index, or a key / output id."""
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return value
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
+    import warnings
+
     import numpy as np
     import tifffile
 
-    from .engine import Predictor, _drain, labels_dtype, to_channel_first
-    from .models import load_model
+    from .engine import _drain, to_channel_first
+    from .models import ConventionWarning, load_model
     from .stores import ArrayStore
 
     out = Path(args.output)
@@ -69,15 +81,22 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if out.exists() and not args.overwrite:
         return _fail(f"output {out} exists; pass --overwrite to replace it")
     image = _read_image(Path(args.image))
-    loaded = load_model(args.model)
-    pred = Predictor(
-        loaded.module,
-        ndim=loaded.ndim,
-        in_channels=loaded.in_channels,
-        halo=args.halo,
-        device=args.device,
-        dtype="float64" if args.float64 else "float32",
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConventionWarning)  # printed below as notes
+        loaded = load_model(
+            args.model,
+            allow_pickle=args.allow_pickle,
+            output=_output_key(args.output_index),
+            activation=args.activation,
+            threshold=args.threshold,
+        )
+    for note in loaded.meta.get("notes", []):
+        print(f"seamless: note: {note}", file=sys.stderr)
+    pred = loaded.predictor(
+        halo=args.halo, device=args.device, dtype="float64" if args.float64 else "float32"
     )
+    if pred.rf is not None and (warning := loaded.declared_halo_warning(pred.rf)):
+        print(f"seamless: warning: {warning}", file=sys.stderr)
     if args.halo is not None and pred.rf is not None and args.halo < pred.rf.halo[0]:
         print(
             f"seamless: warning: halo {args.halo} is below the exact halo {pred.rf.halo[0]}; "
@@ -97,7 +116,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         shape, dtype, output = (classes, *spatial), np.float32, "probabilities"
         chunks = (1, *grid.zor_size)
     else:
-        shape, dtype, output = tuple(spatial), labels_dtype(classes), "labels"
+        shape, dtype, output = tuple(spatial), pred.label_dtype(classes), "labels"
         chunks = grid.zor_size
     # Write to a temporary name and rename at the end: an interrupted run never leaves a
     # file that looks complete.
@@ -113,6 +132,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             args.tile,
             output=output,
             axes=args.axes,
+            normalization=loaded.normalization,
             border=args.border,
             batch_size=args.batch_size,
         )
@@ -275,7 +295,37 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("image", help="input TIFF (or .zarr array)")
     pr.add_argument("-o", "--output", required=True, help="output .tif/.tiff or .zarr")
     pr.add_argument(
-        "--model", default="nuclei", help="built-in name or model file (default: nuclei)"
+        "--model",
+        default="nuclei",
+        help="built-in name, bioimage.io package (folder, rdf.yaml or .zip), module:function, "
+        "file.py:function, or a TorchScript / state-dict file (default: nuclei)",
+    )
+    pr.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="allow a whole pickled module (torch.save(model)); unpickling runs code from the "
+        "file, so only for files you trust",
+    )
+    pr.add_argument(
+        "--output-index",
+        default=None,
+        metavar="INDEX_OR_KEY",
+        help="which output of a model returning a tuple (index) or dict (key), or the output "
+        "id of a bioimage.io package",
+    )
+    pr.add_argument(
+        "--activation",
+        choices=["softmax", "sigmoid", "identity"],
+        default=None,
+        help="output convention: softmax over channels (labels = argmax), sigmoid "
+        "(labels = p > threshold), identity (already probabilities); default: what the model "
+        "declares, else softmax, or sigmoid for one channel",
+    )
+    pr.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="probability threshold of sigmoid / one-channel outputs (default 0.5)",
     )
     pr.add_argument(
         "--tile",
@@ -289,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument(
         "--probabilities",
         action="store_true",
-        help="write softmax scores (C, Y, X) float32 instead of labels",
+        help="write probabilities (C, Y, X) float32 (after the activation) instead of labels",
     )
     pr.add_argument(
         "--axes", default=None, help="axes of the input, e.g. YX, CYX, YXC (guessed if omitted)"

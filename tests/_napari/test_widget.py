@@ -166,3 +166,33 @@ def test_model_that_cannot_be_tiled_is_refused_with_reason(widget, qtbot, tmp_pa
     qtbot.waitUntil(lambda: "cannot be tiled exactly" in widget.status.value, timeout=30_000)
     assert "GroupNorm at '1'" in widget.status.value
     assert widget.predictor is predictor and "Still using nuclei" in widget.status.value
+
+
+def test_bioimageio_package_runs_with_declared_preprocessing_and_halo_warning(
+    widget, qtbot, tmp_path
+):
+    pytest.importorskip("bioimageio.spec")
+    from bioimageio_package import build_package
+
+    from napari_seamless.preprocessing import Preprocessing
+
+    package = build_package(tmp_path / "pkg", halo=32, as_zip=False)
+    viewer = widget.viewer
+    viewer.open_sample("napari-seamless", "nuclei")
+    widget.model.value = FROM_FILE
+    widget.model_file.value = package / "rdf.yaml"
+    qtbot.waitUntil(lambda: widget.model_name == str(package / "rdf.yaml"), timeout=120_000)
+    status = widget.status.value
+    assert "declares a halo of 32 px" in status and "exact halo of 96 px" in status
+    assert "Preprocessing: scale_range 1-99.8 % per channel" in status
+    assert isinstance(widget.loaded.normalization, Preprocessing)
+    widget.tile.value = 512
+    widget.run()
+    with qtbot.waitSignal(widget.worker.finished, timeout=300_000):
+        pass
+    layer = widget.result_layer
+    assert layer.metadata["seamless"]["complete"] is True
+    out = tmp_path / "builtin.tif"
+    assert cli_main(["predict", str(DATA_DIR / "nuclei2d.tif"), "-o", str(out), "-q"]) == 0
+    labels = np.asarray(layer.data[0])
+    assert labels.mean() > 0.1 and np.array_equal(labels, tifffile.imread(out))

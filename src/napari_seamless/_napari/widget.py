@@ -40,7 +40,7 @@ FROM_FILE = "from file..."
 MODEL_CHOICES = [
     ("nuclei (default, trained)", "nuclei"),
     ("U-Net, random weights", "unet-random"),
-    ("TorchScript / state-dict file...", FROM_FILE),
+    ("file: TorchScript, state dict, bioimage.io...", FROM_FILE),
 ]
 REFRESH_INTERVAL_S = 0.2
 
@@ -51,16 +51,25 @@ def _load_and_analyse(spec: str) -> tuple[Any, Predictor, tuple[int, ...]]:
     from ..receptive_field import effective_receptive_field
 
     loaded = load_model(spec)
-    pred = Predictor(loaded.module, ndim=loaded.ndim, in_channels=loaded.in_channels)
+    pred = loaded.predictor()
     erf = effective_receptive_field(
         pred.model, ndim=pred.ndim, in_channels=pred.in_channels, factor=pred.factor[0]
     )
     return loaded, pred, erf
 
 
-def _tiles(predictor: Predictor, data: Any, store: PyramidStore, tile: int, axes: str | None):
+def _tiles(
+    predictor: Predictor,
+    data: Any,
+    store: PyramidStore,
+    tile: int,
+    axes: str | None,
+    normalization: Any = "percentile",
+):
     """Worker-thread generator: run the tiles, yield one event each."""
-    yield from predictor.run(data, store, tile, output="labels", axes=axes)
+    yield from predictor.run(
+        data, store, tile, output="labels", axes=axes, normalization=normalization
+    )
 
 
 class SeamlessWidget(QWidget):
@@ -76,6 +85,7 @@ class SeamlessWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.predictor: Predictor | None = None
+        self.loaded: Any = None
         self.model_name: str | None = None
         self.worker: Any = None
         self.result_layer: Any = None
@@ -93,7 +103,10 @@ class SeamlessWidget(QWidget):
         self.image = ComboBox(label="image", choices=self._image_choices)
         self.model = ComboBox(label="model", choices=MODEL_CHOICES, value="nuclei")
         self.model_file = FileEdit(
-            label="model file", mode="r", filter="*.pt *.pth *.ts *.pts", visible=False
+            label="model file",
+            mode="r",
+            filter="*.pt *.pth *.ts *.pts *.yaml *.yml *.zip",
+            visible=False,
         )
         self.tile = SpinBox(label="tile (px)", min=1, max=16384, step=16, value=512)
         self.show_grid = CheckBox(text="show ZoR grid and halo", value=True)
@@ -154,14 +167,16 @@ class SeamlessWidget(QWidget):
         if self.model.value != FROM_FILE:
             return self.model.value
         path = Path(self.model_file.value)
-        return str(path) if path.is_file() else None
+        package = any((path / n).is_file() for n in ("rdf.yaml", "bioimageio.yaml"))
+        return str(path) if path.is_file() or package else None
 
     def _on_model_choice(self, _value: Any = None) -> None:
         self.model_file.visible = self.model.value == FROM_FILE
         spec = self._model_spec()
         if spec is None:
             self._set_status(
-                "Choose a model file (TorchScript or a state dict of the built-in U-Net)."
+                "Choose a model file: TorchScript, a state dict of the built-in U-Net, or a "
+                "bioimage.io package (its rdf.yaml or .zip)."
             )
             return
         if spec in self._models:
@@ -179,6 +194,7 @@ class SeamlessWidget(QWidget):
         self._models[spec] = result
         if spec != self._model_spec():
             return  # the user moved on while this one loaded
+        self.loaded = result[0]
         self.predictor = result[1]
         self.erf = result[2]
         self.model_name = spec
@@ -186,9 +202,16 @@ class SeamlessWidget(QWidget):
         self.tile.step = factor
         value = max(self.tile.value, 2 * self.predictor.halo[0] + factor)
         self.tile.value = int(np.ceil(value / factor) * factor)
-        self._set_status(
+        status = (
             f"Model {Path(spec).name}: {self.predictor.rf.describe() if self.predictor.rf else ''}"
         )
+        notes = list(self.loaded.meta.get("notes", []))
+        if self.predictor.rf is not None:
+            warning = self.loaded.declared_halo_warning(self.predictor.rf)
+            notes = [f"Warning: {warning}."] * bool(warning) + notes
+        if self.loaded.meta.get("kind") == "bioimageio":
+            notes.append(f"Preprocessing: {self.loaded.meta.get('preprocessing')}.")
+        self._set_status(" ".join([status, *notes]))
         self._update()
 
     def _model_failed(self, spec: str, err: Exception) -> None:
@@ -364,6 +387,7 @@ class SeamlessWidget(QWidget):
             store,
             int(self.tile.value),
             "YXC" if image.rgb else None,
+            self.loaded.normalization if self.loaded is not None else "percentile",
             _start_thread=False,
             _ignore_errors=True,
         )
