@@ -192,6 +192,6 @@ def test_tiled_equals_whole_float64_at_computed_halo(name):
     assert np.abs(ref - tiled).max() <= 1e-12
     assert np.array_equal(ref.argmax(0), tiled.argmax(0))
     # the support test: nothing outside the halo matters, something one F-step inside does
-    from napari_seamless.receptive_field import verify_halo
+    from napari_seamless.analysis import verify_halo
 
     assert verify_halo(model, pred.rf).confirmed

@@ -13,12 +13,14 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-# Bound eagerly: the function shares its name with its (torch-free at import) module.
-from .receptive_field import ReceptiveField, receptive_field
-
 __version__ = "0.1.0"
 
 _LAZY = {
+    "ReceptiveField": "analysis",
+    "receptive_field": "analysis",
+    "verify_halo": "analysis",
+    "NotTileableError": "analysis",
+    "SeamlessError": "errors",
     "Tile": "grid",
     "TileGrid": "grid",
     "TileSizeError": "grid",
@@ -35,7 +37,7 @@ _LAZY = {
     "UNet": "models",
 }
 
-__all__ = ["__version__", "ReceptiveField", "receptive_field", *_LAZY]
+__all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

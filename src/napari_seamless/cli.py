@@ -155,15 +155,17 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _halo_row(name: str, verify: bool) -> dict[str, Any]:
+def _halo_row(name: str, verify: bool, time_budget: float | None = 30.0) -> dict[str, Any]:
     import time
 
+    from .analysis import effective_receptive_field, receptive_field, verify_halo
     from .models import load_model
-    from .receptive_field import effective_receptive_field, receptive_field, verify_halo
 
     loaded = load_model(name)
     t0 = time.perf_counter()
-    rf = receptive_field(loaded.module, ndim=loaded.ndim, in_channels=loaded.in_channels)
+    rf = receptive_field(
+        loaded.module, ndim=loaded.ndim, in_channels=loaded.in_channels, time_budget=time_budget
+    )
     seconds = time.perf_counter() - t0
     erf = effective_receptive_field(
         loaded.module, ndim=loaded.ndim, in_channels=loaded.in_channels, factor=rf.factor[0]
@@ -189,6 +191,9 @@ def _halo_row(name: str, verify: bool) -> dict[str, Any]:
             "leaks_at_halo": support.leaks_at_halo,
             "leaks_one_step_below": support.leaks_below,
             "confirmed": support.confirmed,
+            "positive_copy": dict(zip(("leaks_at_halo", "leaks_below"), support.positive, strict=False)),
+            "perturbation": dict(zip(("leaks_at_halo", "leaks_below"), support.perturbation, strict=False)),
+            "perturbation_dtype": support.dtype,
         }
         row["support"] = support
     return row
@@ -198,7 +203,8 @@ def _cmd_halo(args: argparse.Namespace) -> int:
     from .models.architectures import ARCHITECTURES
 
     names = list(ARCHITECTURES) if args.model == "all" else [args.model]
-    rows = [_halo_row(n, args.verify) for n in names]
+    budget = args.time_budget if args.time_budget > 0 else None
+    rows = [_halo_row(n, args.verify, budget) for n in names]
     ok = all(r.get("support_test", {"confirmed": True})["confirmed"] for r in rows)
     if args.json:
         for r in rows:
@@ -213,7 +219,8 @@ def _cmd_halo(args: argparse.Namespace) -> int:
             f"{erf[0] if len(set(erf)) == 1 else erf} px (tends to fall short of the exact halo)"
         )
         if "support" in r:
-            print(f"  {r['support'].describe()}")
+            for line in r["support"].describe().splitlines():
+                print(f"  {line}")
         return 0 if ok else 1
 
     def one(v: Any) -> str:
@@ -373,7 +380,17 @@ def build_parser() -> argparse.ArgumentParser:
     ha.add_argument(
         "--verify",
         action="store_true",
-        help="prove the halo with a support test (positive float64 copy); exit 1 if it fails",
+        help=(
+            "prove the halo with two support tests (a positive float64 copy, and random "
+            "perturbations outside the window with the real weights); exit 1 if either fails"
+        ),
+    )
+    ha.add_argument(
+        "--time-budget",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds the analysis may take per model (default 30; 0: no limit)",
     )
     ha.set_defaults(func=_cmd_halo)
 
@@ -391,20 +408,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``seamless`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
-    from .engine import ChannelError
-    from .grid import TileSizeError
-    from .models import ModelLoadError
-    from .receptive_field import NotTileableError
+    from .errors import SeamlessError
 
     try:
         return int(args.func(args) or 0)
-    except (
-        ChannelError,
-        TileSizeError,
-        ModelLoadError,
-        NotTileableError,
-        FileNotFoundError,
-    ) as err:
+    except (SeamlessError, FileNotFoundError) as err:
         return _fail(str(err))
 
 

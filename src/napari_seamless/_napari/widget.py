@@ -47,8 +47,8 @@ REFRESH_INTERVAL_S = 0.2
 
 def _load_and_analyse(spec: str) -> tuple[Any, Predictor, tuple[int, ...]]:
     """Worker-thread job: load a model, compute F and the halo, and the ERF estimate."""
+    from ..analysis import effective_receptive_field
     from ..models import load_model
-    from ..receptive_field import effective_receptive_field
 
     loaded = load_model(spec)
     pred = loaded.predictor()
@@ -215,7 +215,7 @@ class SeamlessWidget(QWidget):
         self._update()
 
     def _model_failed(self, spec: str, err: Exception) -> None:
-        from ..receptive_field import NotTileableError
+        from ..analysis import NotTileableError
 
         keep = f" Still using {self.model_name}." if self.model_name else ""
         what = "Model" if isinstance(err, NotTileableError) else "Could not load model"
