@@ -216,7 +216,7 @@ def write_docs(path: Path, body: str) -> None:
             "while one F-step less differs. *Refused*: `NotTileableError`, with the operation "
             "that couples space and the module that runs it. *Expected* is written from "
             "reading each architecture; `tests/test_zoo.py` checks the same at test widths.\n\n"
-            "Regenerate with `python scripts/compat_table.py` (about 10 minutes on 2 CPU "
+            "Regenerate with `python scripts/compat_table.py` (about 20 minutes on 2 shared CPU "
             "cores; needs the `testing` extra).\n\n"
         )
         text = text.rstrip("\n") + "\n" + intro + block + "\n"
