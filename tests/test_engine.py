@@ -58,11 +58,14 @@ def test_tiled_equals_whole_float32(pred32, shape, tile):
 
 @pytest.mark.parametrize("border", ["clip", "shift"])
 @pytest.mark.parametrize("tile", TILES)
-def test_tiled_equals_whole_float64_bitwise(pred64, tile, border):
+def test_tiled_equals_whole_float64(pred64, tile, border):
+    # float64 convolutions go through BLAS (no oneDNN kernel), whose blocking can depend on
+    # the window's width: bit-identical on some CPUs, equal to a few ulp (~1e-15) on others
     img = _random_image((333, 517), seed=1)
     ref = predict(pred64, img, tile=None)
     tiled = predict(pred64, img, tile=tile, border=border)
-    assert np.array_equal(ref, tiled)
+    assert max_abs_difference(ref, tiled) <= 1e-12
+    assert np.array_equal(ref.argmax(0), tiled.argmax(0))
     # batching picks other CPU kernels: equal to float64 rounding, not bit for bit
     batched = predict(pred64, img, tile=tile, border=border, batch_size=4)
     assert max_abs_difference(ref, batched) < 1e-12
@@ -74,7 +77,8 @@ def test_tiled_equals_whole_on_real_nuclei(pred32, pred64, nuclei_image, tile):
     tiled = predict(pred32, nuclei_image, tile=tile)
     assert np.array_equal(ref.argmax(0), tiled.argmax(0))
     assert max_abs_difference(ref, tiled) <= 1e-5
-    assert np.array_equal(predict(pred64, nuclei_image, None), predict(pred64, nuclei_image, tile))
+    ref64, tiled64 = predict(pred64, nuclei_image, None), predict(pred64, nuclei_image, tile)
+    assert max_abs_difference(ref64, tiled64) <= 1e-12
 
 
 def test_halo_one_f_step_smaller_differs(nuclei_model, pred64, nuclei_image):
@@ -151,7 +155,8 @@ def test_3d_tiled_equals_whole_on_real_volume():
     assert pred.factor == (4, 4, 4) and pred.halo == (24, 24, 24)
     ref = predict(pred, vol, tile=None, ndim=3)
     tiled = predict(pred, vol, tile=56, ndim=3)
-    assert np.array_equal(ref, tiled)
+    assert max_abs_difference(ref, tiled) <= 1e-12
+    assert np.array_equal(ref.argmax(0), tiled.argmax(0))
 
 
 def test_wrong_channels_is_a_clear_error(pred32):

@@ -478,12 +478,11 @@ class Predictor:
         return normalization
 
     def classes(self) -> int:
-        """Number of output classes (one forward pass on an F-sized input)."""
+        """Number of output classes (one forward pass on a small input, a multiple of F)."""
         import torch
 
-        x = torch.zeros(
-            (1, self.in_channels) + self.factor, dtype=self.torch_dtype, device=self.device
-        )
+        size = tuple(f * -(-16 // f) for f in self.factor)  # at least 16 px: pads fit
+        x = torch.zeros((1, self.in_channels) + size, dtype=self.torch_dtype, device=self.device)
         with torch.inference_mode():
             channels = int(self.model(x).shape[1])
         self._check_channels(channels)

@@ -245,8 +245,10 @@ def receptive_field(
             rec = record(model, shape, dtype, stack_traces=stacks)
             axes = range(ndim) if axis is None else [axis]
             results = [propagate(rec, model, a, deadline, guess, check=False) for a in axes]
-            if not stacks and any(r.refusals for r in results):
-                return run(shape, axis, what, stacks=True)  # again, to name source lines
+            if any(r.refusals for r in results):
+                if not stacks:
+                    return run(shape, axis, what, stacks=True)  # again, to name source lines
+                return rec, results  # refused: no need to run the model for real
             check_recording(rec, model)
             return rec, results
         except UnsupportedOperationError:
@@ -274,6 +276,7 @@ def receptive_field(
                 raise
             last = err
     if first is None:
+        _fixed_size(model, ndim, in_channels, run, assume_eval)
         raise ModelRunError(
             f"the model does not run on a {ndim}D input with {in_channels} channel(s) "
             f"({long0} px long, {', '.join(map(str, widths))} px wide): {last}. Check the "
@@ -336,6 +339,34 @@ def receptive_field(
         method="aten graph",
         seconds=time.perf_counter() - t0,
     )
+
+
+def _fixed_size(model: Any, ndim: int, cin: int, run: Any, assume_eval: bool) -> None:
+    """A model that runs on no strip: find a square size it runs at, and say why it fails.
+
+    Raises
+    ------
+    NotTileableError
+        If the model runs at some square size and refuses there (e.g. LayerNorm over a
+        fixed spatial shape, a fixed-size position embedding with attention).
+    ModelRunError
+        If it runs only at a fixed size.
+    """
+    sizes = {2: [64, 96, 128, 224, 256], 3: [32, 64, 96]}.get(ndim, [64])
+    for size in sizes:
+        try:
+            rec, results = run((1, cin) + (size,) * ndim, None, f"probe of {size} px")
+        except ModelRunError:
+            continue
+        refusals: list[Refusal] = []
+        for r in results:
+            refusals += [x for x in r.refusals if x not in refusals]
+        if refusals:
+            raise NotTileableError(refusals)
+        raise ModelRunError(
+            f"the model runs at {size} px per axis but not on longer strips: it takes a fixed "
+            "input size, so it cannot be tiled"
+        )
 
 
 def _first_probe(ndim: int) -> tuple[int, list[int]]:

@@ -18,6 +18,8 @@ scale_factor`` when one is given and ``n_in / n_out`` otherwise.
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
@@ -201,6 +203,13 @@ def agnostic(p: Any, n: Any, args: Any, kwargs: Any, deps: Any, out: Any) -> Any
         return None
     name = n.target.overloadpacket.__name__
     func = n.target
+    if all(d.lo.numel() == 1 and d.hi.numel() == 1 and d.pos.numel() == 1 for d in ds):
+        # uniform (e.g. after a refusal): moving values around changes nothing
+        outs = out if isinstance(out, (tuple, list)) else [out]
+        res = [_everything_dep(ds, tuple(o.shape)) for o in outs]
+        return res if isinstance(out, (tuple, list)) else res[0]
+    if max(math.prod(d.shape) for d in ds) > 2**27:
+        p.unsupported(n, "a value too large to follow (more than 2**27 elements)")
     if name in ("view", "_unsafe_view"):  # lo/hi may be laid out differently: reshape
         func = torch.ops.aten.reshape.default
     try:
@@ -427,7 +436,7 @@ def pooling(p: Any, n: Any, args: Any, kwargs: Any, deps: Any, out: Any) -> Any:
     if d is None:
         return None
     name = n.target.overloadpacket.__name__
-    nd = int(name[-1]) if name[-1].isdigit() else int(name.split("d_with")[0][-1])
+    nd = int(re.search(r"pool(\d)d", name).group(1))
     first = out[0] if isinstance(out, (tuple, list)) else out
     kernel = _ints(args[1], nd)
     stride_arg = args[2] if len(args) > 2 else None
@@ -759,11 +768,37 @@ def _contract(p: Any, n: Any, a: Dep | None, b: Dep | None, out: Any) -> Any:
         poss.append(reduce_pos(dep.pos, (k,), keepdim=True))
     if not los:
         return None
+    if len(poss) == 2 and _varies_along(poss[0], -2) and _varies_along(poss[1], -1):
+        # out[i, j] pairs position i with position j: attention scores. Refused, and not
+        # materialised (it can be as large as the square of the number of pixels).
+        p.refuse(n, f"pairs features of different image positions (attention); it {_GLOBAL}")
+        return _everything_dep([a, b], shape)
     lo, hi = los[0], his[0]
     for x, y in zip(los[1:], his[1:], strict=True):
         lo, hi = torch.minimum(lo, x), torch.maximum(hi, y)
     pos = combine_pos(poss) if len(poss) > 1 else poss[0]
     return make(lo, hi, pos, (a or b).stride, shape)
+
+
+def _varies_along(pos: torch.Tensor, dim: int) -> bool:
+    """Whether positions differ along ``dim`` (one line through the middle)."""
+    dim = dim % pos.dim()
+    if pos.shape[dim] < 2:
+        return False
+    idx = [q // 2 for q in pos.shape]
+    idx[dim] = slice(None)
+    line = pos[tuple(idx)]
+    line = line[torch.isfinite(line)]
+    return line.numel() > 1 and bool(line.max() > line.min())
+
+
+def _everything_dep(deps: list, shape: tuple[int, ...]) -> Dep:
+    """A compact dependency on everything ``deps`` depend on (after a refusal)."""
+    ds = [d for d in deps if d is not None]
+    one = (1,) * len(shape)
+    lo = torch.stack([d.lo.amin() for d in ds]).amin().reshape(one)
+    hi = torch.stack([d.hi.amax() for d in ds]).amax().reshape(one)
+    return make(lo, hi, torch.full(one, -INF, dtype=torch.float64), ds[0].stride, shape)
 
 
 @rule("mm", "bmm")

@@ -141,13 +141,31 @@ def record(
     h2 = torch.nn.modules.module.register_module_forward_hook(post)
     try:
         with fxt.preserve_node_meta(), torch.no_grad():
-            gm = make_fx(
-                functionalize(forward), tracing_mode="real", record_stack_traces=stack_traces
-            )(x)
+            try:  # shapes only: no arithmetic, no memory, whatever the model computes
+                gm = make_fx(
+                    functionalize(forward),
+                    tracing_mode="fake",
+                    record_stack_traces=stack_traces,
+                    _allow_non_fake_inputs=True,
+                )(x)
+            except TypeError:
+                raise
+            except Exception:  # noqa: BLE001 - value-dependent code: record real values
+                stack.clear()
+                ran.clear()
+                gm = make_fx(
+                    functionalize(forward), tracing_mode="real", record_stack_traces=stack_traces
+                )(x)
     except TypeError:
         raise
     except (RuntimeError, ValueError, IndexError, AssertionError, NotImplementedError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "data-dependent" in str(err) or "_local_scalar_dense" in str(err):
+            raise UnsupportedOperationError(
+                "the model reads image values in Python (float(x), x.item(), `if x > ...`), so "
+                "what it computes depends on the input's values and its dependencies cannot "
+                "be followed"
+            ) from None
         raise ModelRunError(
             f"the model does not run on an input of shape {tuple(shape)} ({first})"
         ) from None
@@ -458,6 +476,8 @@ def propagate(
         check_recording(rec, model, seed)
     out_shape = dep.shape if isinstance(dep, Dep) else None
     res = prop.result
+    if res.refusals:
+        return res
     if not isinstance(dep, Dep):
         raise UnsupportedOperationError("the model's output does not depend on its input")
     if tuple(out_shape[2:]) != tuple(rec.shape[2:]):
