@@ -191,8 +191,12 @@ def _halo_row(name: str, verify: bool, time_budget: float | None = 30.0) -> dict
             "leaks_at_halo": support.leaks_at_halo,
             "leaks_one_step_below": support.leaks_below,
             "confirmed": support.confirmed,
-            "positive_copy": dict(zip(("leaks_at_halo", "leaks_below"), support.positive, strict=False)),
-            "perturbation": dict(zip(("leaks_at_halo", "leaks_below"), support.perturbation, strict=False)),
+            "positive_copy": dict(
+                zip(("leaks_at_halo", "leaks_below"), support.positive, strict=False)
+            ),
+            "perturbation": dict(
+                zip(("leaks_at_halo", "leaks_below"), support.perturbation, strict=False)
+            ),
             "perturbation_dtype": support.dtype,
         }
         row["support"] = support

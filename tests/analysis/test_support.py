@@ -23,17 +23,16 @@ def test_support_tests_confirm_the_default_halo_and_catch_one_step_less(nuclei_m
 
 
 class ChannelLayerNorm(nn.Module):
-    """conv 3x3 -> LayerNorm over channels -> conv 3x3: a ConvNeXt-style block."""
+    """conv 3x3 -> layer norm over channels (functional, as timm writes it) -> conv 3x3."""
 
     def __init__(self):
         super().__init__()
         self.a = nn.Conv2d(1, 4, 3, padding=1)
-        self.ln = nn.LayerNorm(4)
         self.b = nn.Conv2d(4, 2, 3, padding=1)
 
     def forward(self, x):
         y = self.a(x).permute(0, 2, 3, 1)
-        return self.b(self.ln(y).permute(0, 3, 1, 2))
+        return self.b(nn.functional.layer_norm(y, (4,)).permute(0, 3, 1, 2))
 
 
 def test_perturbation_sees_through_layernorm_where_the_positive_copy_is_blind():

@@ -6,9 +6,10 @@ changes. They share nothing with the interval analysis of :mod:`.trace` (no grap
 rules): only the model's own forward pass.
 
 * **positive copy**: a float64 copy with every kernel weight positive, biases zero and
-  normalisation set to the identity; the outside is set from 0 to 1. Nothing can cancel
-  and no ReLU can hide a change, so every structural dependency shows. Its blind spot:
-  operations that erase a uniform signal (LayerNorm over channels outputs 0 when all
+  normalisation set to the identity (LayerNorm modules included); the outside is set
+  from 0 to 1. Nothing can cancel and no ReLU can hide a change, so every structural
+  dependency shows. Its blind spot: operations that erase a uniform signal and are not
+  modules it can replace (a functional layer norm over channels outputs 0 when all
   channels are equal, as they are in such a copy).
 * **perturbation**: the model with its real weights in float64 on a random input; the
   outside is replaced by large random values, several draws. LayerNorm, sign
@@ -126,7 +127,16 @@ def positive_copy(model: Any) -> Any:
                 b.zero_()
             elif leaf == "running_var":
                 b.fill_(1.0)
+    # a LayerNorm over channels maps equal channels to 0 and would hide everything behind
+    # it; it is per pixel, so the identity has the same dependency structure
+    for mod in pos.modules():
+        if isinstance(mod, torch.nn.LayerNorm):
+            mod.forward = _identity
     return pos
+
+
+def _identity(x: Any, *args: Any, **kwargs: Any) -> Any:
+    return x
 
 
 def _out(y: Any) -> Any:
