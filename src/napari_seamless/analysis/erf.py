@@ -6,33 +6,15 @@ torch is imported here because this module runs models; nothing here imports Qt 
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 
 from .halo import receptive_field
+from .support import _device as _model_device
+from .support import _out as _out_tensor
+from .support import _torch
 
 __all__ = ["effective_receptive_field"]
-
-
-def _torch() -> Any:
-    import torch
-
-    return torch
-
-
-def _model_device(model: Any) -> Any:
-    torch = _torch()
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
-def _out_tensor(out: Any) -> Any:
-    torch = _torch()
-    if isinstance(out, torch.Tensor):
-        return out
-    raise TypeError(f"model returned {type(out).__name__}; expected one tensor")
 
 
 def effective_receptive_field(
