@@ -19,6 +19,7 @@ torch is imported here because this module runs models; no Qt, no napari.
 
 from __future__ import annotations
 
+import logging
 import operator
 import re
 import time
@@ -142,15 +143,21 @@ def record(
     try:
         with fxt.preserve_node_meta(), torch.no_grad():
             try:  # shapes only: no arithmetic, no memory, whatever the model computes
+                quiet = logging.getLogger("torch._subclasses.fake_tensor")
+                level = quiet.level
+                quiet.setLevel(logging.CRITICAL)  # a failure here is expected and handled
                 gm = make_fx(
                     functionalize(forward),
                     tracing_mode="fake",
                     record_stack_traces=stack_traces,
                     _allow_non_fake_inputs=True,
                 )(x)
+                quiet.setLevel(level)
             except TypeError:
+                quiet.setLevel(level)
                 raise
             except Exception:  # noqa: BLE001 - value-dependent code: record real values
+                quiet.setLevel(level)
                 stack.clear()
                 ran.clear()
                 gm = make_fx(
