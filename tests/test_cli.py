@@ -142,3 +142,20 @@ def test_predict_entry_point_tuple_output_and_sigmoid(tmp_path, capsys, builtin_
     assert main([*args, "--model", f"{script}:Net", "--output-index", "1", "--overwrite",
                  "--activation", "softmax"]) == 2  # fmt: skip
     assert "softmax over one channel" in capsys.readouterr().err
+
+
+def test_analysis_past_its_time_budget_is_one_line_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "labels.tif"
+    args = ["predict", str(DATA_DIR / "nuclei2d.tif"), "-o", str(out), "--time-budget", "0.001"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("seamless: error: the halo analysis ran past its 0.001 s budget")
+    assert "\n" not in err and "Traceback" not in err
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_halo_verify_reports_both_support_tests(capsys):
+    assert main(["halo", "--model", "nuclei", "--verify"]) == 0
+    out = capsys.readouterr().out
+    assert "support test (positive copy): halo 96: no dependency outside it" in out
+    assert "support test (perturbation, real weights, float64): halo 96: no dependency" in out

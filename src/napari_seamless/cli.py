@@ -93,7 +93,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     for note in loaded.meta.get("notes", []):
         print(f"seamless: note: {note}", file=sys.stderr)
     pred = loaded.predictor(
-        halo=args.halo, device=args.device, dtype="float64" if args.float64 else "float32"
+        halo=args.halo,
+        device=args.device,
+        dtype="float64" if args.float64 else "float32",
+        time_budget=args.time_budget if args.time_budget > 0 else None,
     )
     if pred.rf is not None and (warning := loaded.declared_halo_warning(pred.rf)):
         print(f"seamless: warning: {warning}", file=sys.stderr)
@@ -331,6 +334,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="output convention: softmax over channels (labels = argmax), sigmoid "
         "(labels = p > threshold), identity (already probabilities); default: what the model "
         "declares, else softmax, or sigmoid for one channel",
+    )
+    pr.add_argument(
+        "--time-budget",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds the halo analysis may take (default 30; 0: no limit)",
     )
     pr.add_argument(
         "--threshold",

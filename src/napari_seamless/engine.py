@@ -229,6 +229,9 @@ class Predictor:
         Precision of the forward pass. float64 gives bit-identical tiled and whole results.
     exact : bool
         Turn TF32 off during inference (cuDNN uses TF32 by default on Ampere and newer).
+    time_budget : float or None
+        Seconds the halo analysis may take (:func:`~napari_seamless.analysis.receptive_field`);
+        None: no limit.
     activation : {"softmax", "sigmoid", "identity"}
         How the model's output becomes probabilities and labels: ``"softmax"`` over
         channels, labels = argmax; ``"sigmoid"`` per channel, labels = ``p > threshold``
@@ -254,6 +257,7 @@ class Predictor:
         device: Any = None,
         dtype: str = "float32",
         exact: bool = True,
+        time_budget: float | None = 30.0,
         activation: Activation = "softmax",
         threshold: float = 0.5,
     ) -> None:
@@ -280,7 +284,9 @@ class Predictor:
         self.model = model.to(device=self.device, dtype=self.torch_dtype)
         self.rf = None
         if halo is None or factor is None:
-            self.rf = receptive_field(self.model, ndim=ndim, in_channels=self.in_channels)
+            self.rf = receptive_field(
+                self.model, ndim=ndim, in_channels=self.in_channels, time_budget=time_budget
+            )
         self.factor = (
             tuple(factor)
             if isinstance(factor, Sequence)
@@ -492,7 +498,16 @@ class Predictor:
 def _predictor(model: Any, ndim: int, halo: Any, kwargs: dict) -> Predictor:
     if isinstance(model, Predictor):
         return model
-    keys = ("in_channels", "factor", "device", "dtype", "exact", "activation", "threshold")
+    keys = (
+        "in_channels",
+        "factor",
+        "device",
+        "dtype",
+        "exact",
+        "activation",
+        "threshold",
+        "time_budget",
+    )
     return Predictor(model, ndim=ndim, halo=halo, **{k: kwargs.pop(k) for k in keys if k in kwargs})
 
 
