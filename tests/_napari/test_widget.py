@@ -192,6 +192,7 @@ def test_bioimageio_package_runs_with_declared_preprocessing_and_halo_warning(
         pass
     layer = widget.result_layer
     assert layer.metadata["seamless"]["complete"] is True
+    assert "Done" in widget.status.value and "declares a halo of 32 px" in widget.status.value
     out = tmp_path / "builtin.tif"
     assert cli_main(["predict", str(DATA_DIR / "nuclei2d.tif"), "-o", str(out), "-q"]) == 0
     labels = np.asarray(layer.data[0])

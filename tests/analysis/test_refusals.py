@@ -190,3 +190,20 @@ def test_time_budget_is_enforced():
 
     with pytest.raises(AnalysisTimeoutError, match="budget"):
         receptive_field(UNet(width=4).eval(), time_budget=1e-3)
+
+
+def test_graph_that_does_not_reproduce_the_model_is_not_trusted():
+    class Counts(nn.Module):
+        """Python state that changes between calls: the recorded graph bakes one value."""
+
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3, padding=1)
+            self.calls = 0
+
+        def forward(self, x):
+            self.calls += 1
+            return self.conv(x) * self.calls
+
+    with pytest.raises(UnsupportedOperationError, match="does not reproduce the model's output"):
+        receptive_field(Counts().eval())

@@ -85,6 +85,7 @@ class SeamlessWidget(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.predictor: Predictor | None = None
+        self._warnings: list[str] = []  # about the model, shown again after each run
         self.loaded: Any = None
         self.model_name: str | None = None
         self.worker: Any = None
@@ -206,9 +207,11 @@ class SeamlessWidget(QWidget):
             f"Model {Path(spec).name}: {self.predictor.rf.describe() if self.predictor.rf else ''}"
         )
         notes = list(self.loaded.meta.get("notes", []))
+        self._warnings = []
         if self.predictor.rf is not None:
             warning = self.loaded.declared_halo_warning(self.predictor.rf)
-            notes = [f"Warning: {warning}."] * bool(warning) + notes
+            self._warnings = [f"Warning: {warning}."] * bool(warning)
+            notes = self._warnings + notes
         if self.loaded.meta.get("kind") == "bioimageio":
             notes.append(f"Preprocessing: {self.loaded.meta.get('preprocessing')}.")
         self._set_status(" ".join([status, *notes]))
@@ -425,9 +428,10 @@ class SeamlessWidget(QWidget):
         layer.refresh()
         elapsed = time.perf_counter() - self._t0
         if done == total:
-            self._set_status(
+            done_text = (
                 f"Done: {total} tiles in {elapsed:.1f} s ({elapsed / total:.2f} s per tile)."
             )
+            self._set_status(" ".join([done_text, *self._warnings]))  # warnings stay in view
         else:
             layer.name = f"{layer.name} (incomplete)"
             if not self.status.value.startswith("Run failed"):
