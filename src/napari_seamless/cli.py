@@ -303,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="seamless", description="Exact tile-based segmentation inference (ZoR + halo)."
     )
     p.add_argument("--version", action="version", version=f"napari-seamless {__version__}")
+    p.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     sub = p.add_subparsers(dest="command", required=True)
 
     pr = sub.add_parser("predict", help="segment an image by exact tiled inference")
@@ -426,8 +427,31 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(
+            "seamless: interrupted; no output was written or replaced (partial files removed)",
+            file=sys.stderr,
+        )
+        return 130
     except (SeamlessError, FileNotFoundError) as err:
+        if args.debug:
+            raise
         return _fail(str(err))
+    except OSError as err:  # disk full, permissions, a missing folder: one line
+        if args.debug:
+            raise
+        what = err.strerror or str(err)
+        where = f": {err.filename}" if err.filename else ""
+        return _fail(f"{what}{where} (run with --debug for the traceback)")
+    except Exception as err:  # noqa: BLE001 - a bug: say so in one line, offer the traceback
+        if args.debug:
+            raise
+        return _fail(
+            f"unexpected {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} "
+            "(a bug in napari-seamless; run with --debug for the traceback and report it)"
+        )
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import SeamlessError
 from .grid import Border, Tile, TileGrid, pad_to_multiple
-from .preprocessing import FittedPreprocessing, PercentileNormalization, Preprocessing
+from .preprocessing import FittedPreprocessing, PercentileNormalization, Preprocessing, check_finite
 from .stores import ArrayStore, Store
 
 __all__ = [
@@ -204,6 +204,21 @@ def _exact_math(exact: bool) -> Iterator[None]:
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
 
 
+def _copy_model(model: Any) -> Any:
+    """A copy of ``model`` (TorchScript modules that refuse deepcopy are saved and reloaded)."""
+    try:
+        return copy.deepcopy(model)
+    except Exception:  # noqa: BLE001 - some ScriptModules cannot be deep-copied
+        import io
+
+        import torch
+
+        buf = io.BytesIO()
+        torch.jit.save(model, buf)
+        buf.seek(0)
+        return torch.jit.load(buf)
+
+
 class Predictor:
     """Exact tiled inference with one model.
 
@@ -211,8 +226,9 @@ class Predictor:
     ----------
     model : torch.nn.Module or torch.jit.ScriptModule
         Fully convolutional model ``(N, in_channels, *spatial) -> (N, classes, *spatial)``
-        returning logits. It is put in ``eval()`` mode and moved to ``device``; for
-        ``dtype=float64`` a copy is converted, the caller's model is left as it is.
+        returning logits. It runs in ``eval()`` mode on ``device`` in ``dtype``; when that
+        needs a change (train mode, another device or dtype), a copy is changed and the
+        caller's model is left as it is.
     ndim : int
         Spatial axes (2 or 3).
     in_channels : int, optional
@@ -278,8 +294,14 @@ class Predictor:
         self.torch_dtype = torch.float64 if dtype == "float64" else torch.float32
         self.np_dtype = np.float64 if dtype == "float64" else np.float32
         self.exact = exact
-        if dtype == "float64":
-            model = copy.deepcopy(model)
+        # the caller's model is left as it was found: a copy when eval mode, the device or
+        # the dtype would have to change it
+        tensors = list(model.parameters()) + list(model.buffers())
+        if getattr(model, "training", False) or any(
+            t.device != self.device or (t.is_floating_point() and t.dtype != self.torch_dtype)
+            for t in tensors
+        ):
+            model = _copy_model(model)
         model.eval()
         self.model = model.to(device=self.device, dtype=self.torch_dtype)
         self.rf = None
@@ -443,6 +465,8 @@ class Predictor:
             windows = []
             for t in batch:
                 w = read_window(arr, t.window)
+                box = ", ".join(f"{z.start}:{z.stop}" for z in t.zor)
+                check_finite(w, f"the window of the tile whose ZoR is ({box})")
                 windows.append(norm(w).astype(np_dtype, copy=False))
             probs = self._forward(windows)
             for t, p in zip(batch, probs, strict=True):

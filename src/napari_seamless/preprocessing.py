@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import SeamlessError
+
 __all__ = [
     "PercentileNormalization",
     "Preprocessing",
@@ -34,6 +36,36 @@ __all__ = [
     "describe_steps",
     "whole_image_sample",
 ]
+
+
+class NonFiniteInputError(SeamlessError, ValueError):
+    """The image holds NaN or infinite values, which would poison the statistics and result."""
+
+
+def check_finite(values: np.ndarray, where: str) -> None:
+    """Refuse non-finite values (policy: never guess a replacement).
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        Pixel values (any shape); integer arrays always pass.
+    where : str
+        Where they come from, for the message (e.g. ``"channel 0"``, ``"the tile at ..."``).
+
+    Raises
+    ------
+    NonFiniteInputError
+        If any value is NaN or +/-inf; the message gives the count and what to do.
+    """
+    if values.dtype.kind not in "fc":
+        return
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise NonFiniteInputError(
+            f"the image holds {int(bad.sum())} non-finite value(s) (NaN or +/-inf) in {where}; "
+            "they would poison the normalisation and the result, so the run stops. "
+            "Replace or mask them first (e.g. numpy.nan_to_num, or the background value)"
+        )
 
 
 @dataclass(frozen=True)
@@ -80,6 +112,7 @@ class PercentileNormalization:
         lows, highs = [], []
         for c in range(image.shape[0]):
             sample = np.asarray(image[c][::step] if step > 1 else image[c], dtype=np.float64)
+            check_finite(sample, f"channel {c}")
             lo, hi = np.percentile(sample, [pmin, pmax])
             if hi <= lo:
                 hi = lo + 1.0
@@ -353,6 +386,7 @@ class Preprocessing:
         FittedPreprocessing
         """
         x = whole_image_sample(image, max_samples)
+        check_finite(np.asarray(x), "the image")
         fitted = []
         for step in self.steps:
             f = step.fit(x) if hasattr(step, "fit") else step
