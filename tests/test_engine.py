@@ -83,7 +83,10 @@ def test_tiled_equals_whole_on_real_nuclei(pred32, pred64, nuclei_image, tile):
 
 def test_halo_one_f_step_smaller_differs(nuclei_model, pred64, nuclei_image):
     """The same check with halo 80 instead of 96 must fail: the test can fail."""
-    small = Predictor(nuclei_model.module, device="cpu", dtype="float64", halo=80)
+    from napari_seamless.engine import InexactHaloWarning
+
+    with pytest.warns(InexactHaloWarning, match=r"halo \(80, 80\) is below the exact halo"):
+        small = Predictor(nuclei_model.module, device="cpu", dtype="float64", halo=80)
     assert small.halo == (80, 80) and pred64.halo == (96, 96)
     for img in (nuclei_image, _random_image((333, 517), seed=1)):
         ref = predict(pred64, img, tile=None)

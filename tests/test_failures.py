@@ -76,3 +76,32 @@ def test_predictor_leaves_the_callers_model_as_it_found_it():
         v.dtype == torch.float32 for v in model.state_dict().values() if v.is_floating_point()
     )
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_output_equal_to_or_inside_the_input_is_refused(tmp_path, capsys):
+    import zarr
+
+    src = tmp_path / "in.tif"
+    tifffile.imwrite(src, np.zeros((64, 64), np.uint8))
+    before = src.read_bytes()
+    assert main(["predict", str(src), "-o", str(src), "--overwrite", "-q"]) == 2
+    assert "the input is never written over" in capsys.readouterr().err
+    assert src.read_bytes() == before
+    group = tmp_path / "in.zarr"
+    zarr.open_array(str(group), mode="w", shape=(64, 64), dtype="uint8")
+    inner = group / "labels.zarr"
+    assert main(["predict", str(group), "-o", str(inner), "-q"]) == 2
+    assert not inner.exists()
+
+
+def test_channel_mismatch_is_told_before_any_analysis(tmp_path, capsys, monkeypatch):
+    from napari_seamless.analysis import halo
+
+    def never(*args, **kwargs):
+        raise AssertionError("the analysis ran before the channels were checked")
+
+    monkeypatch.setattr(halo, "receptive_field", never)
+    src = tmp_path / "rgb.tif"
+    tifffile.imwrite(src, np.zeros((64, 64, 3), np.uint8))
+    assert main(["predict", str(src), "-o", str(tmp_path / "o.tif"), "-q"]) == 2
+    assert "expects 1 input channel" in capsys.readouterr().err

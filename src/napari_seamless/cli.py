@@ -65,22 +65,34 @@ def _output_key(value: str | None) -> int | str | None:
         return value
 
 
+def _overlaps(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` are the same path, or one holds the other (a zarr folder)."""
+    ra, rb = a.expanduser().resolve(), b.expanduser().resolve()
+    return ra == rb or ra in rb.parents or rb in ra.parents
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     import warnings
 
     import numpy as np
     import tifffile
 
-    from .engine import _drain, to_channel_first
+    from .engine import InexactHaloWarning, _drain, to_channel_first
     from .models import ConventionWarning, load_model
     from .stores import ArrayStore
 
     out = Path(args.output)
     if out.suffix.lower() not in (".tif", ".tiff", ".zarr"):
         return _fail(f"output {out} must end in .tif, .tiff or .zarr")
+    src = Path(args.image)
+    if _overlaps(src, out):
+        return _fail(
+            f"output {out} is the input {src} or lies inside or around it; the input is never "
+            "written over: choose another output path"
+        )
     if out.exists() and not args.overwrite:
         return _fail(f"output {out} exists; pass --overwrite to replace it")
-    image = _read_image(Path(args.image))
+    image = _read_image(src)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConventionWarning)  # printed below as notes
         loaded = load_model(
@@ -92,12 +104,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         )
     for note in loaded.meta.get("notes", []):
         print(f"seamless: note: {note}", file=sys.stderr)
-    pred = loaded.predictor(
-        halo=args.halo,
-        device=args.device,
-        dtype="float64" if args.float64 else "float32",
-        time_budget=args.time_budget if args.time_budget > 0 else None,
-    )
+    # channels and axes first: a mismatch is told before any analysis or inference
+    to_channel_first(image, loaded.ndim, loaded.in_channels, args.axes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InexactHaloWarning)  # printed below in one line
+        pred = loaded.predictor(
+            halo=args.halo,
+            device=args.device,
+            dtype="float64" if args.float64 else "float32",
+            time_budget=args.time_budget if args.time_budget > 0 else None,
+        )
     if pred.rf is not None and (warning := loaded.declared_halo_warning(pred.rf)):
         print(f"seamless: warning: {warning}", file=sys.stderr)
     if args.halo is not None and pred.rf is not None and args.halo < pred.rf.halo[0]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -30,6 +31,7 @@ __all__ = [
     "read_window",
     "to_channel_first",
     "ChannelError",
+    "InexactHaloWarning",
     "OutputConventionError",
     "ACTIVATIONS",
 ]
@@ -41,6 +43,10 @@ ACTIVATIONS = ("softmax", "sigmoid", "identity")
 
 class ChannelError(SeamlessError, ValueError):
     """The image's channels or axes do not match what the model expects."""
+
+
+class InexactHaloWarning(UserWarning):
+    """A halo below the exact one: tiled results will differ from whole-image inference."""
 
 
 class OutputConventionError(SeamlessError, ValueError):
@@ -319,6 +325,13 @@ class Predictor:
             if isinstance(halo, Sequence)
             else ((int(halo),) * ndim if halo is not None else self.rf.halo)
         )
+        if self.rf is not None and any(h < r for h, r in zip(self.halo, self.rf.halo, strict=True)):
+            warnings.warn(
+                f"halo {self.halo} is below the exact halo {self.rf.halo} of this model: tiled "
+                "results will differ from whole-image inference",
+                InexactHaloWarning,
+                stacklevel=2,
+            )
 
     def grid(
         self, shape: Sequence[int], tile: int | Sequence[int] | None, border: Border = "clip"
