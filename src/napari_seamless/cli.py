@@ -52,7 +52,11 @@ def _open_output(
         return None
     import zarr
 
-    return zarr.open_array(str(path), mode="w", shape=shape, dtype=dtype, chunks=chunks)
+    arr = zarr.open_array(str(path), mode="w", shape=shape, dtype=dtype, chunks=chunks)
+    from .io import OWNER_KEY
+
+    arr.attrs[OWNER_KEY] = {"complete": False}  # ours, so --overwrite may replace it later
+    return arr
 
 
 def _output_key(value: str | None) -> int | str | None:
@@ -65,12 +69,6 @@ def _output_key(value: str | None) -> int | str | None:
         return value
 
 
-def _overlaps(a: Path, b: Path) -> bool:
-    """Whether ``a`` and ``b`` are the same path, or one holds the other (a zarr folder)."""
-    ra, rb = a.expanduser().resolve(), b.expanduser().resolve()
-    return ra == rb or ra in rb.parents or rb in ra.parents
-
-
 def _cmd_predict(args: argparse.Namespace) -> int:
     import warnings
 
@@ -78,6 +76,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     import tifffile
 
     from .engine import InexactHaloWarning, _drain, to_channel_first
+    from .io import OWNER_KEY, is_ours, output_transaction, same_or_nested
     from .models import ConventionWarning, load_model
     from .stores import ArrayStore
 
@@ -85,13 +84,18 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if out.suffix.lower() not in (".tif", ".tiff", ".zarr"):
         return _fail(f"output {out} must end in .tif, .tiff or .zarr")
     src = Path(args.image)
-    if _overlaps(src, out):
+    if same_or_nested(src, out):
         return _fail(
             f"output {out} is the input {src} or lies inside or around it; the input is never "
             "written over: choose another output path"
         )
     if out.exists() and not args.overwrite:
         return _fail(f"output {out} exists; pass --overwrite to replace it")
+    if out.exists() and not is_ours(out):
+        return _fail(
+            f"{out} exists and was not written by napari-seamless (not a TIFF, nor a zarr it "
+            "marked as its own); it is never replaced: choose another output"
+        )
     image = _read_image(src)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConventionWarning)  # printed below as notes
@@ -137,14 +141,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     else:
         shape, dtype, output = tuple(spatial), pred.label_dtype(classes), "labels"
         chunks = grid.zor_size
-    # Write to a temporary name and rename at the end: an interrupted run never leaves a
-    # file that looks complete.
-    tmp = out.with_name(f".{out.name}.partial")
-    if tmp.exists():
-        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
-    target = _open_output(tmp, out.suffix.lower() == ".zarr", shape, dtype, chunks)
-    result = target if target is not None else np.zeros(shape, dtype=dtype)
-    try:
+    # Locked, written to a temporary sibling and swapped in at the end (io.py): an
+    # interrupted run never leaves a file that looks complete, and never loses the old one.
+    with output_transaction(out, overwrite=args.overwrite) as tmp:
+        target = _open_output(tmp, out.suffix.lower() == ".zarr", shape, dtype, chunks)
+        result = target if target is not None else np.zeros(shape, dtype=dtype)
         events = pred.run(
             image,
             ArrayStore(result),
@@ -163,13 +164,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 compression="zlib",
                 metadata={"axes": ("C" if args.probabilities else "") + axes.replace("C", "")},
             )
-    except BaseException:
-        if tmp.exists():
-            shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
-        raise
-    if out.exists():
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
-    os.replace(tmp, out)
+        else:
+            target.attrs[OWNER_KEY] = {"complete": True, "model": loaded.name}
     print(f"seamless: wrote {out}", file=sys.stderr)
     return 0
 
@@ -436,9 +432,39 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _terminate_as_interrupt() -> Any:
+    """SIGTERM (a job scheduler, ``kill``) cleans up like Ctrl-C instead of dying mid-write.
+
+    Returns the previous handler (None off the main thread, where none is installed).
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``seamless`` command; returns the exit status."""
     args = build_parser().parse_args(argv)
+
+    previous = _terminate_as_interrupt()
+    try:
+        return _run(args)
+    finally:
+        if previous is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the subcommand; every failure becomes one line (the traceback with --debug)."""
     from .errors import SeamlessError
 
     try:
