@@ -244,7 +244,7 @@ def receptive_field(
         try:
             rec = record(model, shape, dtype, stack_traces=stacks)
             axes = range(ndim) if axis is None else [axis]
-            results = [propagate(rec, model, a, deadline, guess, check=False) for a in axes]
+            results = [propagate(rec, model, a, deadline, guess) for a in axes]
             if any(r.refusals for r in results):
                 if not stacks:
                     return run(shape, axis, what, stacks=True)  # again, to name source lines

@@ -162,34 +162,29 @@ def union(deps: list[Dep], shape: tuple[int, ...]) -> Dep:
     return make(lo, hi, pos, stride, shape)
 
 
+def varies_along(p: torch.Tensor, dim: int) -> bool:
+    """Whether positions ``p`` differ along ``dim``.
+
+    Looks along one line (through the middle of the other dims): positions are laid out on
+    a lattice, so a line shows whether they vary along that dim.
+    """
+    dim = dim % p.dim()
+    if p.shape[dim] < 2:
+        return False
+    idx: list = [s // 2 for s in p.shape]
+    idx[dim] = slice(None)
+    line = p[tuple(idx)]
+    line = line[torch.isfinite(line)]
+    return line.numel() > 1 and bool(line.max() > line.min())
+
+
 def _varies(p: torch.Tensor) -> int:
-    idx = [q // 2 for q in p.shape]
-    best = 0
-    for d in range(p.dim()):
-        line = p[tuple(slice(None) if i == d else idx[i] for i in range(p.dim()))]
-        line = line[torch.isfinite(line)]
-        if line.numel() > 1 and bool(line.max() > line.min()):
-            best = 1
-    return best
+    return int(any(varies_along(p, d) for d in range(p.dim())))
 
 
 def analysed_dim(dep: Dep, dims: tuple[int, ...]) -> int | None:
-    """The dim among ``dims`` along which positions vary (the analysed axis), if any.
-
-    Looks along one line per dim (through the middle of the other dims): positions are
-    laid out on a lattice, so a line shows whether they vary along that dim.
-    """
-    p = dep.pos
-    for d in dims:
-        if p.shape[d] < 2:
-            continue
-        idx = [s // 2 for s in p.shape]
-        idx[d] = slice(None)
-        line = p[tuple(idx)]
-        line = line[torch.isfinite(line)]
-        if line.numel() > 1 and bool(line.max() > line.min()):
-            return d
-    return None
+    """The dim among ``dims`` along which positions vary (the analysed axis), if any."""
+    return next((d for d in dims if varies_along(dep.pos, d)), None)
 
 
 def lattice_pos(shape: tuple[int, ...], dim: int | None, stride: Fraction, base: float) -> Any:

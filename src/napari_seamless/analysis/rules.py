@@ -39,6 +39,7 @@ from .intervals import (
     make,
     reduce_pos,
     union,
+    varies_along,
     window_reduce,
 )
 
@@ -768,7 +769,7 @@ def _contract(p: Any, n: Any, a: Dep | None, b: Dep | None, out: Any) -> Any:
         poss.append(reduce_pos(dep.pos, (k,), keepdim=True))
     if not los:
         return None
-    if len(poss) == 2 and _varies_along(poss[0], -2) and _varies_along(poss[1], -1):
+    if len(poss) == 2 and varies_along(poss[0], -2) and varies_along(poss[1], -1):
         # out[i, j] pairs position i with position j: attention scores. Refused, and not
         # materialised (it can be as large as the square of the number of pixels).
         p.refuse(n, f"pairs features of different image positions (attention); it {_GLOBAL}")
@@ -778,18 +779,6 @@ def _contract(p: Any, n: Any, a: Dep | None, b: Dep | None, out: Any) -> Any:
         lo, hi = torch.minimum(lo, x), torch.maximum(hi, y)
     pos = combine_pos(poss) if len(poss) > 1 else poss[0]
     return make(lo, hi, pos, (a or b).stride, shape)
-
-
-def _varies_along(pos: torch.Tensor, dim: int) -> bool:
-    """Whether positions differ along ``dim`` (one line through the middle)."""
-    dim = dim % pos.dim()
-    if pos.shape[dim] < 2:
-        return False
-    idx = [q // 2 for q in pos.shape]
-    idx[dim] = slice(None)
-    line = pos[tuple(idx)]
-    line = line[torch.isfinite(line)]
-    return line.numel() > 1 and bool(line.max() > line.min())
 
 
 def _everything_dep(deps: list, shape: tuple[int, ...]) -> Dep:
