@@ -21,6 +21,8 @@ _LAZY = {
     "verify_halo": "analysis",
     "NotTileableError": "analysis",
     "SeamlessError": "errors",
+    "ArgumentError": "errors",
+    "ArgumentTypeError": "errors",
     "Tile": "grid",
     "TileGrid": "grid",
     "TileSizeError": "grid",

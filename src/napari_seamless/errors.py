@@ -10,8 +10,16 @@ working. This module imports nothing heavy.
 
 from __future__ import annotations
 
-__all__ = ["SeamlessError"]
+__all__ = ["ArgumentError", "ArgumentTypeError", "SeamlessError"]
 
 
 class SeamlessError(Exception):
     """Base class of the errors napari-seamless raises on purpose; the message is for people."""
+
+
+class ArgumentError(SeamlessError, ValueError):
+    """An argument whose value cannot work: out of range, the wrong shape, an unknown name."""
+
+
+class ArgumentTypeError(SeamlessError, TypeError):
+    """An argument of a kind that is not accepted, e.g. a list where an array belongs."""

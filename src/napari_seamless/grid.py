@@ -29,7 +29,7 @@ from typing import Literal
 
 import numpy as np
 
-from .errors import SeamlessError
+from .errors import ArgumentError, SeamlessError
 
 __all__ = ["Tile", "TileGrid", "TileSizeError", "valid_tile_sizes", "pad_to_multiple"]
 
@@ -46,7 +46,7 @@ def _per_axis(value: int | Sequence[int], ndim: int, name: str) -> tuple[int, ..
     else:
         out = tuple(int(v) for v in value)  # type: ignore[union-attr]
     if len(out) != ndim:
-        raise ValueError(f"{name} has {len(out)} values but the image has {ndim} spatial axes")
+        raise ArgumentError(f"{name} has {len(out)} values but the image has {ndim} spatial axes")
     return out
 
 
@@ -150,8 +150,9 @@ class TileGrid:
     TileSizeError
         If a tile size is not a multiple of F or not larger than ``2 * halo``; the message
         names the nearest valid sizes.
-    ValueError
-        If the halo is not a non-negative multiple of F, or shapes and axes disagree.
+    ArgumentError
+        If the halo is not a non-negative multiple of F, or shapes and axes disagree (a
+        :class:`ValueError` too).
 
     Examples
     --------
@@ -177,17 +178,17 @@ class TileGrid:
         shape_t = tuple(int(s) for s in shape)
         ndim = len(shape_t)
         if ndim == 0 or any(s < 1 for s in shape_t):
-            raise ValueError(f"image shape must have positive sizes, got {shape_t}")
+            raise ArgumentError(f"image shape must have positive sizes, got {shape_t}")
         factor_t = _per_axis(factor, ndim, "factor")
         halo_t = _per_axis(halo, ndim, "halo")
         tile_t = _per_axis(tile, ndim, "tile")
         if border not in ("clip", "shift"):
-            raise ValueError(f"border must be 'clip' or 'shift', got {border!r}")
+            raise ArgumentError(f"border must be 'clip' or 'shift', got {border!r}")
         for ax, (h, f) in enumerate(zip(halo_t, factor_t, strict=True)):
             if f < 1:
-                raise ValueError(f"F must be >= 1, got {f} on axis {ax}")
+                raise ArgumentError(f"F must be >= 1, got {f} on axis {ax}")
             if h < 0 or h % f:
-                raise ValueError(
+                raise ArgumentError(
                     f"halo {h} on axis {ax} is not a non-negative multiple of F={f}; "
                     f"use {math.ceil(max(h, 0) / f) * f} (paper Eq. 2: round the halo up to F)"
                 )

@@ -100,23 +100,18 @@ class LoadedModel:
         ----------
         **kwargs
             Further :class:`~napari_seamless.engine.Predictor` arguments (``halo``,
-            ``device``, ``dtype``, ``exact``...).
+            ``device``, ``dtype``, ``exact``...); ``ndim``, ``in_channels``,
+            ``activation`` or ``threshold`` given here replace this model's.
 
         Returns
         -------
         Predictor
-            With ``ndim``, ``in_channels``, ``activation`` and ``threshold`` from this model.
+            With ``ndim``, ``in_channels``, ``activation``, ``threshold`` and
+            ``normalization`` (what its ``run`` applies by default) from this model.
         """
         from ...engine import Predictor
 
-        return Predictor(
-            self.module,
-            ndim=self.ndim,
-            in_channels=self.in_channels,
-            activation=self.activation,
-            threshold=self.threshold,
-            **kwargs,
-        )
+        return Predictor(self, **kwargs)
 
     def declared_halo_warning(self, halo: Any) -> str | None:
         """Warning text if the declared halo is below ``halo``; see :func:`declared_halo_warning`."""
