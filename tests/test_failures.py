@@ -38,7 +38,9 @@ def test_cli_non_finite_tiff_is_one_line_and_writes_nothing(tmp_path, capsys):
 
 
 def test_cli_debug_shows_the_traceback(tmp_path):
-    with pytest.raises(FileNotFoundError):
+    from napari_seamless.io import InputError
+
+    with pytest.raises(InputError, match="does not exist"):
         main(["--debug", "predict", str(tmp_path / "missing.tif"), "-o", str(tmp_path / "o.tif")])
 
 

@@ -12,28 +12,20 @@ import numpy as np
 import pytest
 import tifffile
 import zarr
+from _files import tree
 
 from napari_seamless.cli import main
 from napari_seamless.io import OutputBusyError, OutputError, output_transaction
 
 
-def _tree(path):
-    """Every file under ``path`` with its bytes (a folder's full content)."""
-    if path.is_file():
-        return {"": path.read_bytes()}
-    return {
-        str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()
-    }
-
-
 def test_exception_inside_leaves_the_old_output_identical(tmp_path):
     out = tmp_path / "labels.tif"
     tifffile.imwrite(out, np.arange(16, dtype=np.uint8).reshape(4, 4))
-    before = _tree(out)
+    before = tree(out)
     with pytest.raises(KeyboardInterrupt), output_transaction(out, overwrite=True) as tmp:
         tifffile.imwrite(tmp, np.zeros((4, 4), np.uint8))
         raise KeyboardInterrupt
-    assert _tree(out) == before
+    assert tree(out) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.tif"]
 
 
@@ -72,11 +64,11 @@ def test_a_second_writer_is_refused_and_a_stale_lock_is_cleared(tmp_path):
 def test_an_interrupted_folder_swap_is_undone_by_the_next_run(tmp_path):
     out = tmp_path / "labels.zarr"
     zarr.open_array(str(out), mode="w", shape=(4, 4), dtype="u1").attrs["napari_seamless"] = {}
-    before = _tree(out)
+    before = tree(out)
     os.rename(out, tmp_path / ".labels.zarr.old-12345")  # killed between the two renames
     with pytest.raises(OutputError, match="exists"), output_transaction(out):
         pass
-    assert _tree(out) == before
+    assert tree(out) == before
 
 
 def test_missing_or_read_only_folder_is_one_clear_error(tmp_path):
@@ -102,8 +94,9 @@ def test_a_killed_run_leaves_the_previous_output_whole(tmp_path, sig):
     src = tmp_path / "in.tif"
     tifffile.imwrite(src, (np.random.default_rng(1).random((1024, 1024)) * 255).astype(np.uint8))
     out = tmp_path / "labels.zarr"
-    assert main(["predict", str(src), "-o", str(out), "-q", "--tile", "256"]) == 0
-    before = _tree(out)
+    # the runs in this process use big tiles (fast); the one to kill small ones (slow)
+    assert main(["predict", str(src), "-o", str(out), "-q", "--tile", "512"]) == 0
+    before = tree(out)
     cmd = [sys.executable, "-m", "napari_seamless.cli", "predict", str(src), "-o", str(out)]
     proc = subprocess.Popen([*cmd, "--overwrite", "--tile", "256"], stderr=subprocess.PIPE)
     partial = tmp_path / f".labels.zarr.partial-{proc.pid}"
@@ -112,9 +105,9 @@ def test_a_killed_run_leaves_the_previous_output_whole(tmp_path, sig):
         time.sleep(0.05)
     time.sleep(0.5)
     proc.send_signal(sig)
-    proc.wait(timeout=60)
+    proc.communicate(timeout=60)  # waits and closes the pipe
     assert proc.returncode != 0, "the run finished before it could be interrupted"
-    assert _tree(out) == before
+    assert tree(out) == before
     # the next run starts cleanly (a lock left by SIGKILL is stale) and replaces the output
-    assert main(["predict", str(src), "-o", str(out), "-q", "--tile", "256", "--overwrite"]) == 0
+    assert main(["predict", str(src), "-o", str(out), "-q", "--tile", "512", "--overwrite"]) == 0
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".labels.zarr.")]

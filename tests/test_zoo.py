@@ -57,15 +57,6 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture(autouse=True)
-def heavy_only_with_slow(request):
-    """Heavy entries run only when slow tests are asked for (``-m slow``)."""
-    param = getattr(request.node, "callspec", None)
-    entry = param.params.get("entry") if param else None
-    if entry is not None and entry.heavy and "slow" not in (request.config.option.markexpr or ""):
-        pytest.skip(f"{entry.name} is heavy at test widths: run with -m slow")
-
-
 def _require(entry):
     """Skip when the entry's library is missing (imported through the torchvision shim)."""
     from _thirdparty import import_monai, import_smp

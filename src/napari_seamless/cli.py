@@ -29,21 +29,6 @@ def _fail(message: str) -> int:
     return 2
 
 
-def _read_image(path: Path) -> Any:
-    import tifffile
-
-    if not path.exists():
-        raise FileNotFoundError(f"input image {path} does not exist")
-    if path.suffix.lower() in (".zarr",) or path.is_dir():
-        import zarr
-
-        return zarr.open_array(str(path), mode="r")
-    try:
-        return tifffile.memmap(str(path), mode="r")
-    except (ValueError, OSError):  # compressed or tiled TIFF: read it whole
-        return tifffile.imread(str(path))
-
-
 def _open_output(
     path: Path, is_zarr: bool, shape: tuple[int, ...], dtype: Any, chunks: tuple[int, ...]
 ) -> Any:
@@ -76,7 +61,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     import tifffile
 
     from .engine import InexactHaloWarning, _drain, to_channel_first
-    from .io import OWNER_KEY, is_ours, output_transaction, same_or_nested
+    from .io import (
+        OWNER_KEY,
+        check_output_location,
+        is_ours,
+        output_transaction,
+        parse_index,
+        read_image,
+        same_or_nested,
+        select_planes,
+    )
     from .models import ConventionWarning, load_model
     from .stores import ArrayStore
 
@@ -96,7 +90,19 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             f"{out} exists and was not written by napari-seamless (not a TIFF, nor a zarr it "
             "marked as its own); it is never replaced: choose another output"
         )
-    image = _read_image(src)
+    check_output_location(out)  # a missing or read-only folder is told before any work
+    index = parse_index(args.index)
+    source = read_image(src, series=args.series, level=args.level, array=args.array)
+    for note in source.notes:
+        print(f"seamless: note: {note}", file=sys.stderr)
+    image, axes = source.data, (args.axes.upper() if args.axes else source.axes)
+    if index:
+        if axes is None:
+            return _fail(
+                f"--index needs the axes of {src.name} (shape {source.shape}), which the file "
+                "does not name: pass them with --axes, e.g. --axes TZYX"
+            )
+        image, axes = select_planes(image, axes, index)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConventionWarning)  # printed below as notes
         loaded = load_model(
@@ -109,7 +115,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     for note in loaded.meta.get("notes", []):
         print(f"seamless: note: {note}", file=sys.stderr)
     # channels and axes first: a mismatch is told before any analysis or inference
-    to_channel_first(image, loaded.ndim, loaded.in_channels, args.axes)
+    to_channel_first(image, loaded.ndim, loaded.in_channels, axes)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InexactHaloWarning)  # printed below in one line
         pred = loaded.predictor(
@@ -126,11 +132,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             "the result will differ from whole-image inference",
             file=sys.stderr,
         )
-    arr, axes = to_channel_first(image, pred.ndim, pred.in_channels, args.axes)
+    arr, axes = to_channel_first(image, pred.ndim, pred.in_channels, axes)
     spatial = arr.shape[1:]
     grid = pred.grid(spatial, args.tile, border=args.border)
     print(
-        f"seamless: {Path(args.image).name} {tuple(spatial)} | model {loaded.name} | "
+        f"seamless: {src.name} ({source.source}) {tuple(spatial)} | model {loaded.name} "
+        f"({pred.convention}) | "
         f"{grid.describe()}",
         file=sys.stderr,
     )
@@ -141,9 +148,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     else:
         shape, dtype, output = tuple(spatial), pred.label_dtype(classes), "labels"
         chunks = grid.zor_size
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
     # Locked, written to a temporary sibling and swapped in at the end (io.py): an
     # interrupted run never leaves a file that looks complete, and never loses the old one.
-    with output_transaction(out, overwrite=args.overwrite) as tmp:
+    with output_transaction(out, overwrite=args.overwrite, nbytes=nbytes) as tmp:
         target = _open_output(tmp, out.suffix.lower() == ".zarr", shape, dtype, chunks)
         result = target if target is not None else np.zeros(shape, dtype=dtype)
         events = pred.run(
@@ -151,7 +159,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             ArrayStore(result),
             args.tile,
             output=output,
-            axes=args.axes,
+            axes=axes,
             normalization=loaded.normalization,
             border=args.border,
             batch_size=args.batch_size,
@@ -319,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     pr = sub.add_parser("predict", help="segment an image by exact tiled inference")
-    pr.add_argument("image", help="input TIFF (or .zarr array)")
+    pr.add_argument("image", help="input TIFF, zarr array or group, or OME-Zarr image")
     pr.add_argument("-o", "--output", required=True, help="output .tif/.tiff or .zarr")
     pr.add_argument(
         "--model",
@@ -376,7 +384,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="write probabilities (C, Y, X) float32 (after the activation) instead of labels",
     )
     pr.add_argument(
-        "--axes", default=None, help="axes of the input, e.g. YX, CYX, YXC (guessed if omitted)"
+        "--axes",
+        default=None,
+        help="axes of the input, e.g. YX, CYX, YXC, TZYX (default: from the file's metadata, "
+        "else guessed)",
+    )
+    pr.add_argument(
+        "--index",
+        default=None,
+        metavar="AXIS=N[,...]",
+        help="pick planes of N-D data before inference, e.g. --index T=3 or --index T=0,Z=12 "
+        "(a Z-stack with a 2D model; a 3D model takes the whole stack)",
+    )
+    pr.add_argument(
+        "--series", type=int, default=None, help="TIFF series to read (default 0; told if several)"
+    )
+    pr.add_argument(
+        "--level",
+        type=int,
+        default=None,
+        help="pyramid level to read, TIFF or OME-Zarr (default 0: full resolution)",
+    )
+    pr.add_argument(
+        "--array", default=None, help="array inside a zarr group (when it holds several)"
     )
     pr.add_argument(
         "--border",
@@ -477,7 +507,7 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    except (SeamlessError, FileNotFoundError) as err:
+    except SeamlessError as err:
         if args.debug:
             raise
         return _fail(str(err))

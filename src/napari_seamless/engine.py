@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .errors import SeamlessError
+from .errors import ArgumentError, ArgumentTypeError, SeamlessError
 from .grid import Border, Tile, TileGrid, pad_to_multiple
 from .preprocessing import FittedPreprocessing, PercentileNormalization, Preprocessing, check_finite
 from .stores import ArrayStore, Store
@@ -30,6 +31,8 @@ __all__ = [
     "segment",
     "read_window",
     "to_channel_first",
+    "ArgumentError",
+    "ArgumentTypeError",
     "ChannelError",
     "InexactHaloWarning",
     "OutputConventionError",
@@ -136,9 +139,17 @@ def to_channel_first(
     ------
     ChannelError
         If the number of channels or spatial axes does not match the model.
+    ArgumentTypeError
+        If ``axes`` is not a string.
     """
+    if axes is not None and not isinstance(axes, str):
+        raise ArgumentTypeError(
+            f"axes must be a string such as 'YX', 'CYX' or 'ZYX' (or None to guess), got "
+            f"{_kind(axes)} {axes!r}"
+        )
     shape = tuple(image.shape)
     spatial_names = "ZYX"[-ndim:] if ndim <= 3 else None
+    guessed = axes is None
     if axes is None:
         if len(shape) == ndim:
             axes = spatial_names
@@ -146,30 +157,63 @@ def to_channel_first(
             first = shape[0] == in_channels or (shape[-1] != in_channels and shape[0] <= shape[-1])
             axes = ("C" + spatial_names) if first else (spatial_names + "C")
         else:
+            example = "TZYX" if len(shape) == 4 else "TZCYX"[-len(shape) :]
             raise ChannelError(
-                f"image of shape {shape} has {len(shape)} axes; the model works on {ndim} "
-                f"spatial axes ({spatial_names}) with {in_channels} channel(s). Pass axes= "
-                "or select one plane/time point first."
+                f"image of shape {shape} has {len(shape)} axes but the model works on "
+                f"{spatial_names} ({ndim}D) with {in_channels} channel(s): name the axes and "
+                f"pick a plane, e.g. seamless predict --axes {example} --index T=0"
+                f"{',Z=0' if ndim == 2 and 'Z' in example else ''} (in Python: "
+                "napari_seamless.io.select_planes)"
             )
     axes = axes.upper()
+    extra = [a for a in axes if a in "TZ" and a not in spatial_names]
+    if extra and len(axes) == len(shape):
+        uses = "a 3D model takes the whole stack" if extra == ["Z"] else ""
+        raise ChannelError(
+            f"the image (shape {shape}, axes {axes}) has {' and '.join(extra)}, which a {ndim}D "
+            f"model ({spatial_names}) does not use: pick one position with --index "
+            f"{','.join(f'{a}=N' for a in extra)} (in Python: napari_seamless.io.select_planes)"
+            f"{'; ' + uses if uses else ''}"
+        )
     if len(axes) != len(shape) or axes.replace("C", "") != spatial_names:
         raise ChannelError(
             f"axes {axes!r} do not fit image of shape {shape} and a {ndim}D model "
             f"(expected {spatial_names!r} with an optional 'C')"
         )
+    lazy = image if isinstance(image, np.ndarray) else _lazy(image)
     if "C" not in axes:
-        arr = image[None]
+        arr = lazy[None]
     elif axes[0] == "C":
         arr = image
     else:
-        arr = np.moveaxis(np.asarray(image), axes.index("C"), 0)
+        arr = np.moveaxis(lazy, axes.index("C"), 0)
     if arr.shape[0] != in_channels:
+        c = int(arr.shape[0])
+        stack = ""
+        if guessed and c > 4 and ndim == 2:
+            stack = (
+                f" If these {c} are Z planes or time points, not channels, pick one with "
+                "--axes ZYX --index Z=N (or use a 3D model for a Z-stack)."
+            )
         raise ChannelError(
             f"the model expects {in_channels} input channel(s) but the image (shape {shape}, "
-            f"axes {axes}) has {arr.shape[0]}. Choose a model trained for {arr.shape[0]} "
-            f"channel(s), or convert the image (e.g. to grayscale) first."
+            f"axes {axes}) has {c}.{stack} Otherwise choose a model trained for {c} "
+            "channel(s), or convert the image (e.g. to grayscale) first."
         )
     return arr, axes
+
+
+def _lazy(image: Any) -> Any:
+    """A dask view of an array-like (zarr, h5py...), read only where windows are asked for.
+
+    Axes can then be added and moved without reading the image.
+    """
+    import dask.array as da
+
+    if isinstance(image, da.Array):
+        return image
+    chunks = getattr(image, "chunks", None)
+    return da.from_array(image, chunks=chunks if isinstance(chunks, tuple) else "auto")
 
 
 def infer_in_channels(model: Any, ndim: int) -> int:
@@ -177,13 +221,17 @@ def infer_in_channels(model: Any, ndim: int) -> int:
 
     Raises
     ------
-    ValueError
-        If the model has no such weight; pass ``in_channels`` explicitly then.
+    ArgumentError
+        If the model has no such weight (pass ``in_channels`` explicitly then); a
+        :class:`ValueError` too.
     """
     for p in model.parameters():
         if p.ndim == ndim + 2:
             return int(p.shape[1])
-    raise ValueError("cannot infer the model's input channels; pass in_channels=")
+    raise ArgumentError(
+        f"cannot infer the model's input channels: it has no {ndim}D convolution weight (no "
+        f"parameter with {ndim + 2} dimensions); pass in_channels="
+    )
 
 
 def auto_device() -> Any:
@@ -191,6 +239,308 @@ def auto_device() -> Any:
     import torch
 
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+# --- argument checks: one sentence per problem, raised before any analysis or inference ---
+
+MODEL_KINDS = (
+    "a torch.nn.Module (TorchScript too), a LoadedModel from napari_seamless.load_model, or a "
+    "model name or file for load_model (e.g. 'nuclei')"
+)
+NORMALIZATIONS = "'default' (the model's own), 'percentile', None (raw values), a Preprocessing"
+
+
+def _kind(value: Any) -> str:
+    """What ``value`` is, for messages: ``None``, ``list``, ``numpy.ndarray``, ``torch.Tensor``."""
+    if value is None:
+        return "None"
+    t = type(value)
+    if t.__module__ == "builtins":
+        return t.__name__
+    return f"{t.__module__.split('.')[0]}.{t.__qualname__}"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_real(value: Any) -> bool:
+    return _is_int(value) or isinstance(value, (float, np.floating))
+
+
+def _np_dtype(dtype: Any) -> np.dtype | None:
+    """The numpy dtype of a numpy or torch dtype; None without a numpy equivalent."""
+    for candidate in (dtype, str(dtype).removeprefix("torch.")):
+        try:
+            return np.dtype(candidate)
+        except (TypeError, ValueError):
+            continue
+    return None
+
+
+def _per_axis_arg(
+    value: Any, name: str, ndim: int, minimum: int, alternative: str = ""
+) -> tuple[int, ...]:
+    """``value`` (one int, or one per spatial axis) as ``ndim`` ints of at least ``minimum``."""
+    many = isinstance(value, (Sequence, np.ndarray)) and not isinstance(value, str)
+    values = list(value) if many else [value]
+    if not values or not all(_is_int(v) for v in values):
+        raise ArgumentTypeError(
+            f"{name} must be an int or a tuple of {ndim} ints (pixels){alternative}, got "
+            f"{_kind(value)} {value!r}"
+        )
+    if many and len(values) != ndim:
+        raise ArgumentError(
+            f"{name} {tuple(int(v) for v in values)} has {len(values)} values but the model "
+            f"has {ndim} spatial axes; give one value or {ndim}"
+        )
+    out = tuple(int(v) for v in values) * (1 if many else ndim)
+    if any(v < minimum for v in out):
+        raise ArgumentError(
+            f"{name} must be at least {minimum} pixel(s) on every axis, got {value!r}"
+        )
+    return out
+
+
+def _model_ndim(module: Any, ndim: Any) -> int:
+    """``ndim`` checked against the model's convolutions, or read from them (else 2).
+
+    Raises
+    ------
+    ArgumentError, ArgumentTypeError
+        If ``ndim`` is not 2 or 3, or the model has convolutions of another dimensionality.
+    """
+    if ndim is not None and not _is_int(ndim):
+        raise ArgumentTypeError(
+            f"ndim must be 2 (YX images) or 3 (ZYX volumes), got {_kind(ndim)} {ndim!r}"
+        )
+    if ndim is not None and ndim not in (2, 3):
+        raise ArgumentError(f"ndim must be 2 (YX images) or 3 (ZYX volumes), got {ndim}")
+    dims = [p.ndim - 2 for p in module.parameters() if p.ndim in (4, 5)]
+    if ndim is None:  # mixed 2D and 3D weights: 2, the old default
+        return dims[0] if dims and 2 not in dims else 2
+    if dims and ndim not in dims:
+        raise ArgumentError(
+            f"ndim={ndim} was given but the model's convolutions are {dims[0]}D "
+            f"(Conv{dims[0]}d); pass ndim={dims[0]}"
+        )
+    return int(ndim)
+
+
+def _resolve(
+    model: Any, ndim: Any, in_channels: Any, accepted: str = MODEL_KINDS
+) -> tuple[Any, Any, int, int]:
+    """The torch module of ``model``, its LoadedModel (or None), ``ndim`` and ``in_channels``.
+
+    A name or path goes through :func:`~napari_seamless.models.load_model`; a LoadedModel's
+    ``ndim`` and ``in_channels`` are used where the caller gave None.
+
+    Raises
+    ------
+    ArgumentTypeError
+        If ``model`` is none of ``accepted``.
+    ModelLoadError
+        If a name or path cannot be loaded.
+    ArgumentError
+        For a bad ``ndim`` or ``in_channels`` (see :func:`_model_ndim`).
+    """
+    import torch
+
+    from .models import LoadedModel, load_model
+
+    if isinstance(model, (str, os.PathLike)):
+        model = load_model(model)
+    loaded = model if isinstance(model, LoadedModel) else None
+    module = loaded.module if loaded is not None else model
+    if not isinstance(module, torch.nn.Module):
+        hint = ""
+        if isinstance(model, np.ndarray):
+            hint = "; the model comes first: predict(model, image)"
+        elif isinstance(model, dict):
+            hint = (
+                "; a state dict needs its architecture: call module.load_state_dict(d) on the "
+                "built module, or load_model(path) for a saved file"
+            )
+        raise ArgumentTypeError(f"model must be {accepted}, got {_kind(model)}{hint}")
+    if ndim is None and loaded is not None:
+        ndim = loaded.ndim
+    ndim = _model_ndim(module, ndim)
+    if in_channels is None:
+        in_channels = loaded.in_channels if loaded is not None else infer_in_channels(module, ndim)
+    elif not _is_int(in_channels) or in_channels < 1:
+        raise ArgumentError(
+            f"in_channels must be a positive int (the model's input channels), got "
+            f"{_kind(in_channels)} {in_channels!r}"
+        )
+    return module, loaded, ndim, int(in_channels)
+
+
+def _device(device: Any) -> Any:
+    """``device`` as a torch.device (CUDA when present if None); refuses what cannot run."""
+    import torch
+
+    if device is None:
+        return auto_device()
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ArgumentError(
+            f"device {device!r} is not a torch device; use 'cpu', 'cuda' or 'cuda:0', or leave "
+            "it unset (CUDA when present, else CPU)"
+        ) from err
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ArgumentError(
+            f"device {device!r} asks for CUDA but torch.cuda.is_available() is False here; use "
+            "device='cpu' or leave it unset"
+        )
+    return dev
+
+
+def _check_image(image: Any) -> None:
+    """Refuse what is not an image array (type, size, dtype), before any analysis.
+
+    Raises
+    ------
+    ArgumentTypeError
+        For None, a path, a list, a non-array, or a bool, complex or object dtype.
+    ArgumentError
+        For a 0-d array or one with an axis of size 0.
+    """
+    if image is None:
+        raise ArgumentTypeError(
+            "image is None; pass an array (numpy, zarr, dask) of shape (*spatial) or with a "
+            "channel axis"
+        )
+    if isinstance(image, (str, bytes, os.PathLike)):
+        raise ArgumentTypeError(
+            f"image is a path ({os.fsdecode(image)!r}), not an array; pass an array: to read a "
+            "file use napari_seamless.io.read_image"
+        )
+    if isinstance(image, (list, tuple)):
+        raise ArgumentTypeError(
+            f"image is a {type(image).__name__}, not an array; pass an array, e.g. "
+            "numpy.asarray(image)"
+        )
+    if not all(hasattr(image, a) for a in ("shape", "dtype", "__getitem__")):
+        raise ArgumentTypeError(
+            f"image is {_kind(image)}, not an array; pass a numpy, zarr or dask array (or a memmap)"
+        )
+    shape = tuple(image.shape)
+    if not shape:
+        raise ArgumentError(
+            "image is a 0-d array (one value), not an image; pass an array of shape "
+            "(*spatial) or with a channel axis"
+        )
+    if 0 in shape:
+        raise ArgumentError(
+            f"image of shape {shape} is empty (an axis of size 0); pass an image with pixels"
+        )
+    dtype = _np_dtype(image.dtype)
+    kind = dtype.kind if dtype is not None else "f"  # unknown to numpy: let it through
+    if kind not in "uif":
+        hint = {
+            "b": "; convert a mask first, e.g. image.astype(numpy.uint8)",
+            "c": "; pass real intensities, e.g. numpy.abs(image)",
+        }.get(kind, "; convert it, e.g. image.astype(numpy.float32)")
+        raise ArgumentTypeError(
+            f"image has dtype {image.dtype}, not integer or float intensities{hint}"
+        )
+
+
+def _check_run_args(
+    ndim: int, tile: Any, output: Any, normalization: Any, border: Any, batch_size: Any
+) -> None:
+    """Refuse bad :meth:`Predictor.run` arguments before anything runs (one sentence each)."""
+    if output not in ("probabilities", "labels"):
+        raise ArgumentError(f"output must be 'probabilities' or 'labels', got {output!r}")
+    if tile is not None:
+        _per_axis_arg(tile, "tile", ndim, 1, ", or None for the whole image")
+    if isinstance(normalization, str):
+        if normalization not in ("default", "percentile"):
+            raise ArgumentError(
+                f"unknown normalization {normalization!r}; use {NORMALIZATIONS} or a callable"
+            )
+    elif not (normalization is None or callable(normalization) or hasattr(normalization, "fit")):
+        raise ArgumentTypeError(
+            f"normalization must be {NORMALIZATIONS} or a callable mapping a window to the "
+            f"model input, got {_kind(normalization)}"
+        )
+    if border not in ("clip", "shift"):
+        raise ArgumentError(f"border must be 'clip' or 'shift', got {border!r}")
+    if not _is_int(batch_size):
+        raise ArgumentTypeError(
+            f"batch_size must be an int (windows run together), got {_kind(batch_size)} "
+            f"{batch_size!r}"
+        )
+    if batch_size < 1:
+        raise ArgumentError(
+            f"batch_size must be at least 1 (windows run together), got {batch_size}"
+        )
+
+
+def _check_out(
+    out: Any,
+    output: Output,
+    spatial: Sequence[int],
+    classes: int | None = None,
+    top: int | None = None,
+) -> None:
+    """Refuse an ``out`` that cannot take the result, before any inference.
+
+    ``classes`` (probabilities) and ``top`` (the largest label) are checked once known.
+
+    Raises
+    ------
+    ArgumentTypeError
+        If ``out`` is not an array.
+    ArgumentError
+        If it is read-only, of the wrong shape, or of a dtype that cannot hold the result.
+    """
+    if out is None:
+        return
+    if not all(hasattr(out, a) for a in ("shape", "dtype", "__setitem__")):
+        raise ArgumentTypeError(
+            f"out is {_kind(out)}, not an array; pass a numpy or zarr array to write into, or "
+            "None to allocate one"
+        )
+    if getattr(getattr(out, "flags", None), "writeable", True) is False or (
+        getattr(out, "read_only", False) is True
+    ):
+        raise ArgumentError(
+            "out is read-only; pass a writeable array (e.g. out.copy(), or a zarr array opened "
+            "with mode 'a'), or None to allocate one"
+        )
+    dtype = _np_dtype(out.dtype)
+    kind = dtype.kind if dtype is not None else "f"  # unknown to numpy: let it through
+    if output == "probabilities" and kind != "f":
+        raise ArgumentError(
+            f"out has dtype {out.dtype} but probabilities are fractions between 0 and 1; pass "
+            "a float array (float32), or None to allocate one"
+        )
+    if output == "labels" and kind not in ("u", "i", "f"):
+        raise ArgumentError(
+            f"out has dtype {out.dtype} but labels are class numbers; pass an integer array "
+            "(uint8 for up to 255 classes), or None to allocate one"
+        )
+    given, spatial = tuple(out.shape), tuple(int(s) for s in spatial)
+    if output == "labels":
+        ok, expected = given == spatial, f"{spatial}, the image's spatial shape"
+    else:
+        lead = "classes" if classes is None else str(classes)
+        ok = len(given) == len(spatial) + 1 and given[1:] == spatial
+        ok = ok and (classes is None or given[0] == classes)
+        expected = f"({', '.join([lead, *map(str, spatial)])}), (classes, *spatial)"
+    if not ok:
+        caller = "segment" if output == "labels" else "predict"
+        raise ArgumentError(
+            f"out has shape {given} but {caller} writes {expected}; pass an array of that "
+            "shape, or None to allocate one"
+        )
+    if top is not None and kind in ("u", "i") and np.iinfo(dtype).max < top:
+        raise ArgumentError(
+            f"out has dtype {out.dtype}, which cannot hold label {top} of this model; pass a "
+            f"wider integer array (e.g. {np.dtype(labels_dtype(top + 1)).name})"
+        )
 
 
 @contextlib.contextmanager
@@ -230,13 +580,18 @@ class Predictor:
 
     Parameters
     ----------
-    model : torch.nn.Module or torch.jit.ScriptModule
+    model : torch.nn.Module, torch.jit.ScriptModule, LoadedModel or str
         Fully convolutional model ``(N, in_channels, *spatial) -> (N, classes, *spatial)``
         returning logits. It runs in ``eval()`` mode on ``device`` in ``dtype``; when that
         needs a change (train mode, another device or dtype), a copy is changed and the
-        caller's model is left as it is.
-    ndim : int
-        Spatial axes (2 or 3).
+        caller's model is left as it is. A
+        :class:`~napari_seamless.models.LoadedModel` gives its ``module``, and its
+        ``ndim``, ``in_channels``, ``activation``, ``threshold`` and ``normalization`` are
+        used where these are not given here; a name or path (``"nuclei"``, a file) is
+        loaded with :func:`~napari_seamless.models.load_model` first.
+    ndim : int, optional
+        Spatial axes (2 or 3); default: those of the model's convolutions (a LoadedModel's
+        own), else 2.
     in_channels : int, optional
         Input channels; read from the first convolution weight when omitted.
     halo : int or tuple of int, optional
@@ -254,25 +609,45 @@ class Predictor:
     time_budget : float or None
         Seconds the halo analysis may take (:func:`~napari_seamless.analysis.receptive_field`);
         None: no limit.
-    activation : {"softmax", "sigmoid", "identity"}
+    activation : {"softmax", "sigmoid", "identity"}, optional
         How the model's output becomes probabilities and labels: ``"softmax"`` over
         channels, labels = argmax; ``"sigmoid"`` per channel, labels = ``p > threshold``
         for one channel, else 0 where no channel exceeds ``threshold`` and ``1 + argmax``
         elsewhere; ``"identity"`` (the model outputs probabilities), labels = argmax, or
-        ``p > threshold`` for one channel. Per pixel: tiling stays exact.
-    threshold : float
-        Probability threshold of the one-channel and sigmoid conventions.
+        ``p > threshold`` for one channel. Per pixel: tiling stays exact. Default: a
+        LoadedModel's own, else ``"softmax"``.
+    threshold : float, optional
+        Probability threshold of the one-channel and sigmoid conventions, strictly between
+        0 and 1; default: a LoadedModel's own, else 0.5.
+
+    Attributes
+    ----------
+    normalization : "percentile" or Preprocessing
+        What :meth:`run` applies by default (``normalization="default"``): a LoadedModel's
+        declared preprocessing, else ``"percentile"``.
 
     Raises
     ------
-    ValueError
-        For an unknown ``dtype`` or ``activation``.
+    ArgumentTypeError
+        If ``model`` is none of the above (a list, a dict, an array, None), or an argument
+        is of the wrong type (e.g. ``halo=1.5``).
+    ArgumentError
+        For ``ndim`` other than 2 or 3 or unlike the model's convolutions, input channels
+        that cannot be inferred, an unknown ``dtype`` or ``activation``, a ``threshold``
+        outside (0, 1), a negative ``halo``, or an unknown or unavailable ``device``.
+    ModelLoadError
+        If a name or path cannot be loaded.
+
+    Notes
+    -----
+    Every error here is a :class:`~napari_seamless.errors.SeamlessError`; the argument
+    errors are also a :class:`ValueError` or :class:`TypeError`.
     """
 
     def __init__(
         self,
         model: Any,
-        ndim: int = 2,
+        ndim: int | None = None,
         in_channels: int | None = None,
         halo: int | Sequence[int] | None = None,
         factor: int | Sequence[int] | None = None,
@@ -280,22 +655,45 @@ class Predictor:
         dtype: str = "float32",
         exact: bool = True,
         time_budget: float | None = 30.0,
-        activation: Activation = "softmax",
-        threshold: float = 0.5,
+        activation: Activation | None = None,
+        threshold: float | None = None,
     ) -> None:
         import torch
 
         from .analysis import receptive_field
 
+        if isinstance(model, Predictor):
+            raise ArgumentTypeError(
+                "model is already a Predictor; use it as it is (predict and segment take it), "
+                "or build a new one from its model (predictor.model)"
+            )
+        model, loaded, ndim, self.in_channels = _resolve(model, ndim, in_channels)
+        if loaded is not None:
+            activation = loaded.activation if activation is None else activation
+            threshold = loaded.threshold if threshold is None else threshold
+        activation = "softmax" if activation is None else activation
+        threshold = 0.5 if threshold is None else threshold
         if dtype not in ("float32", "float64"):
-            raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+            raise ArgumentError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
         if activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+            raise ArgumentError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        if not _is_real(threshold):
+            raise ArgumentTypeError(
+                f"threshold must be a number between 0 and 1, got {_kind(threshold)} {threshold!r}"
+            )
+        if not 0 < threshold < 1:
+            raise ArgumentError(
+                f"threshold must lie strictly between 0 and 1 (a probability), got {threshold}"
+            )
+        if halo is not None:
+            halo = _per_axis_arg(halo, "halo", ndim, 0)
+        if factor is not None:
+            factor = _per_axis_arg(factor, "factor", ndim, 1)
         self.activation = activation
         self.threshold = float(threshold)
+        self.normalization = loaded.normalization if loaded is not None else "percentile"
         self.ndim = ndim
-        self.in_channels = in_channels or infer_in_channels(model, ndim)
-        self.device = torch.device(device) if device is not None else auto_device()
+        self.device = _device(device)
         self.dtype = dtype
         self.torch_dtype = torch.float64 if dtype == "float64" else torch.float32
         self.np_dtype = np.float64 if dtype == "float64" else np.float32
@@ -315,16 +713,8 @@ class Predictor:
             self.rf = receptive_field(
                 self.model, ndim=ndim, in_channels=self.in_channels, time_budget=time_budget
             )
-        self.factor = (
-            tuple(factor)
-            if isinstance(factor, Sequence)
-            else ((int(factor),) * ndim if factor is not None else self.rf.factor)
-        )
-        self.halo = (
-            tuple(halo)
-            if isinstance(halo, Sequence)
-            else ((int(halo),) * ndim if halo is not None else self.rf.halo)
-        )
+        self.factor = factor if factor is not None else self.rf.factor
+        self.halo = halo if halo is not None else self.rf.halo
         if self.rf is not None and any(h < r for h, r in zip(self.halo, self.rf.halo, strict=True)):
             warnings.warn(
                 f"halo {self.halo} is below the exact halo {self.rf.halo} of this model: tiled "
@@ -344,7 +734,12 @@ class Predictor:
         ------
         TileSizeError
             If ``tile`` is not a valid window size (see :class:`TileGrid`).
+        ArgumentTypeError, ArgumentError
+            If ``tile`` is not an int, a tuple of ``ndim`` positive ints or None, or
+            ``border`` is unknown.
         """
+        if tile is not None:
+            tile = _per_axis_arg(tile, "tile", self.ndim, 1, ", or None for the whole image")
         if tile is None:
             padded = pad_to_multiple(shape, self.factor)
             return TileGrid(shape, padded, 0, self.factor, border="clip")
@@ -355,12 +750,7 @@ class Predictor:
 
         x = torch.from_numpy(np.stack(windows)).to(self.device)
         with torch.inference_mode(), _exact_math(self.exact):
-            out = self.model(x)
-            if not isinstance(out, torch.Tensor):
-                raise TypeError(
-                    f"model returned {type(out).__name__}, expected a tensor; wrap it with "
-                    "load_model(..., output=INDEX_OR_KEY)"
-                )
+            out = self._tensor(self.model(x))
             self._check_channels(int(out.shape[1]))
             if self.activation == "softmax":
                 probs = torch.softmax(out, dim=1)
@@ -369,6 +759,17 @@ class Predictor:
             else:
                 probs = out
         return probs.to(self.torch_dtype).cpu().numpy()
+
+    @staticmethod
+    def _tensor(out: Any) -> Any:
+        import torch
+
+        if not isinstance(out, torch.Tensor):
+            raise ArgumentTypeError(
+                f"model returned {_kind(out)}, expected a tensor; wrap it with "
+                "load_model(..., output=INDEX_OR_KEY)"
+            )
+        return out
 
     def _check_channels(self, channels: int) -> None:
         if channels == 1 and self.activation == "softmax":
@@ -397,6 +798,13 @@ class Predictor:
         labels[probs.max(0) <= self.threshold] = 0
         return labels
 
+    @property
+    def convention(self) -> str:
+        """The output convention in words, e.g. ``"softmax"`` or ``"sigmoid > 0.5"``."""
+        if self.activation == "softmax":
+            return "softmax"
+        return f"{self.activation} > {self.threshold:g}"
+
     def label_dtype(self, channels: int) -> type:
         """Integer dtype of the labels for a model with ``channels`` output channels."""
         if self.activation == "sigmoid" and channels > 1:
@@ -415,12 +823,15 @@ class Predictor:
         | Preprocessing
         | Callable[[np.ndarray], np.ndarray]
         | None
-        | str = "percentile",
+        | str = "default",
         border: Border = "clip",
         batch_size: int = 1,
         order: Sequence[int] | None = None,
     ) -> Iterator[TileEvent]:
         """Compute every ZoR and write it to ``store``, yielding a :class:`TileEvent` each.
+
+        The arguments are checked when ``run`` is called; the image is analysed (channels,
+        normalisation statistics) and the tiles computed as the events are consumed.
 
         Parameters
         ----------
@@ -428,8 +839,9 @@ class Predictor:
             ``(*spatial)`` or with a channel axis (see :func:`to_channel_first`); numpy,
             zarr, dask or memmap. Only windows are read.
         store : Store
-            Receives ``(channels, *zor_shape)`` float32 probabilities (the activation's
-            output) for ``output="probabilities"`` or ``(*zor_shape)`` integer labels for
+            Anything with ``write(zor, block)``, e.g. ``ArrayStore(array)``. Receives
+            ``(channels, *zor_shape)`` float32 probabilities (the activation's output) for
+            ``output="probabilities"`` or ``(*zor_shape)`` integer labels for
             ``output="labels"`` (see ``activation`` of :class:`Predictor`).
         tile : int, tuple of int or None
             Window size in pixels (a multiple of F, larger than ``2 * halo``); ``None`` is
@@ -438,8 +850,10 @@ class Predictor:
             What is written.
         axes : str, optional
             Axes of ``image`` such as ``"YX"`` or ``"CYX"``.
-        normalization : "percentile", PercentileNormalization, Preprocessing, callable or None
-            ``"percentile"`` fits 1-99.8 percentiles on the whole image once; a
+        normalization : str, PercentileNormalization, Preprocessing, callable or None
+            ``"default"``: the predictor's :attr:`normalization` (a LoadedModel's declared
+            preprocessing, else ``"percentile"``). ``"percentile"`` fits 1-99.8
+            percentiles on the whole image once; a
             :class:`~napari_seamless.preprocessing.Preprocessing` (a model's declared
             preprocessing, e.g. ``LoadedModel.normalization``) is fitted once on the whole
             image, then the same fixed map is applied to every window; a callable maps a
@@ -460,11 +874,42 @@ class Predictor:
 
         Raises
         ------
+        ArgumentTypeError
+            When called: if ``image`` is not an array (None, a path, a list) or has a bool,
+            complex or object dtype, ``store`` has no ``write``, or ``tile``,
+            ``normalization`` or ``batch_size`` is of the wrong type.
+        ArgumentError
+            When called: for an empty or 0-d image, an unknown ``output``,
+            ``normalization`` or ``border``, a ``tile`` with the wrong number of values, or
+            ``batch_size < 1``.
         ChannelError
-            If the image does not have the channels the model expects.
+            On the first event: if the image does not have the channels the model expects.
         TileSizeError
-            If ``tile`` is invalid.
+            On the first event: if ``tile`` is not a valid window size.
         """
+        _check_image(image)
+        if not callable(getattr(store, "write", None)):
+            hint = "; wrap an array in ArrayStore(array)" if hasattr(store, "__setitem__") else ""
+            raise ArgumentTypeError(
+                f"store must have a write(zor, block) method, got {_kind(store)}{hint}"
+            )
+        _check_run_args(self.ndim, tile, output, normalization, border, batch_size)
+        if isinstance(normalization, str) and normalization == "default":
+            normalization = self.normalization
+        return self._run(image, store, tile, output, axes, normalization, border, batch_size, order)
+
+    def _run(
+        self,
+        image: Any,
+        store: Store,
+        tile: Any,
+        output: Output,
+        axes: str | None,
+        normalization: Any,
+        border: Border,
+        batch_size: int,
+        order: Sequence[int] | None,
+    ) -> Iterator[TileEvent]:
         arr, _ = to_channel_first(image, self.ndim, self.in_channels, axes)
         grid = self.grid(arr.shape[1:], tile, border)
         np_dtype = self.np_dtype
@@ -508,11 +953,7 @@ class Predictor:
     ) -> Callable[[np.ndarray], np.ndarray]:
         if normalization is None:
             return lambda w: w.astype(dtype)
-        if isinstance(normalization, str):
-            if normalization != "percentile":
-                raise ValueError(
-                    f"unknown normalization {normalization!r}; use 'percentile' or None"
-                )
+        if isinstance(normalization, str):  # "percentile": checked in run
             normalization = PercentileNormalization.fit(arr)
         if isinstance(normalization, Preprocessing):
             normalization = normalization.fit(arr)  # once, on the whole image
@@ -527,25 +968,22 @@ class Predictor:
         size = tuple(f * -(-16 // f) for f in self.factor)  # at least 16 px: pads fit
         x = torch.zeros((1, self.in_channels) + size, dtype=self.torch_dtype, device=self.device)
         with torch.inference_mode():
-            channels = int(self.model(x).shape[1])
+            channels = int(self._tensor(self.model(x)).shape[1])
         self._check_channels(channels)
         return channels
 
 
-def _predictor(model: Any, ndim: int, halo: Any, kwargs: dict) -> Predictor:
-    if isinstance(model, Predictor):
-        return model
-    keys = (
-        "in_channels",
-        "factor",
-        "device",
-        "dtype",
-        "exact",
-        "activation",
-        "threshold",
-        "time_budget",
-    )
-    return Predictor(model, ndim=ndim, halo=halo, **{k: kwargs.pop(k) for k in keys if k in kwargs})
+PREDICTOR_KEYS = (
+    "in_channels",
+    "factor",
+    "device",
+    "dtype",
+    "exact",
+    "activation",
+    "threshold",
+    "time_budget",
+)
+RUN_KEYS = ("axes", "normalization", "border", "batch_size", "order")
 
 
 def predict(
@@ -553,7 +991,7 @@ def predict(
     image: Any,
     tile: int | Sequence[int] | None = 512,
     *,
-    ndim: int = 2,
+    ndim: int | None = None,
     halo: int | Sequence[int] | None = None,
     out: Any = None,
     progress: bool = False,
@@ -563,25 +1001,33 @@ def predict(
 
     Parameters
     ----------
-    model : torch.nn.Module, torch.jit.ScriptModule or Predictor
-        Fully convolutional model returning logits.
+    model : torch.nn.Module, torch.jit.ScriptModule, Predictor, LoadedModel or str
+        Fully convolutional model returning logits; a
+        :class:`~napari_seamless.models.LoadedModel` or a name for
+        :func:`~napari_seamless.models.load_model` (e.g. ``"nuclei"``) brings its own
+        ``ndim``, ``in_channels``, ``activation``, ``threshold`` and normalisation, used
+        where they are not given here (see :class:`Predictor`).
     image : array-like
-        ``(*spatial)`` or with a channel axis; see :func:`to_channel_first`.
+        ``(*spatial)`` or with a channel axis; see :func:`to_channel_first`. A numpy,
+        zarr or dask array (or a memmap) of integers or floats; to read a file use
+        ``napari_seamless.io.read_image``.
     tile : int, tuple of int or None
         Window size in pixels; ``None`` runs the whole image in one pass (the reference:
         reflection-padded to a multiple of F, one forward pass, cropped back).
-    ndim : int
-        Spatial axes of the model (2 or 3).
+    ndim : int, optional
+        Spatial axes of the model (2 or 3); default: those of its convolutions.
     halo : int or tuple of int, optional
         Override the halo computed from the model (pixels).
     out : array-like, optional
-        Where to write ``(classes, *spatial)`` scores (numpy or zarr); allocated if None.
+        Where to write ``(classes, *spatial)`` scores (a writeable float numpy or zarr
+        array); allocated if None.
     progress : bool
         Show a tqdm progress bar.
     **kwargs
         ``in_channels``, ``factor``, ``device``, ``dtype``, ``exact``, ``activation``,
-        ``threshold`` for :class:`Predictor`; ``axes``, ``normalization``, ``border``,
-        ``batch_size`` for :meth:`Predictor.run`.
+        ``threshold``, ``time_budget`` for :class:`Predictor` (not with a Predictor:
+        it is built already); ``axes``, ``normalization``, ``border``, ``batch_size``,
+        ``order`` for :meth:`Predictor.run`.
 
     Returns
     -------
@@ -591,8 +1037,23 @@ def predict(
 
     Raises
     ------
-    ChannelError, TileSizeError, ValueError
-        On images or tiles that do not fit the model (messages say what to change).
+    ArgumentTypeError
+        For a ``model``, ``image``, ``out`` or setting of the wrong kind (e.g. a list as
+        the model or the image, a path as the image, a float tile) or an unknown keyword.
+    ArgumentError
+        For a value that cannot work: ``out`` of the wrong shape or dtype or read-only,
+        ``ndim`` unlike the model's convolutions, an empty image, ``batch_size < 1``, a
+        ``threshold`` outside (0, 1), an unknown ``dtype``, ``activation`` or
+        ``normalization``, or settings given together with a Predictor.
+    ChannelError, TileSizeError, ModelLoadError, OutputConventionError
+        On images or tiles that do not fit the model, a name that cannot be loaded, or
+        softmax over one channel.
+
+    Notes
+    -----
+    Every error above is a :class:`~napari_seamless.errors.SeamlessError` and is raised
+    before any tile runs; all but the output convention (found by one forward pass on a
+    small input) are raised before the halo analysis.
     """
     return _run_into(model, image, tile, ndim, halo, out, progress, "probabilities", kwargs)
 
@@ -602,7 +1063,7 @@ def segment(
     image: Any,
     tile: int | Sequence[int] | None = 512,
     *,
-    ndim: int = 2,
+    ndim: int | None = None,
     halo: int | Sequence[int] | None = None,
     out: Any = None,
     progress: bool = False,
@@ -610,10 +1071,17 @@ def segment(
 ) -> Any:
     """Semantic labels (argmax of the class scores) of ``image`` by exact tiled inference.
 
-    Same parameters as :func:`predict`; returns an integer array of shape ``(*spatial)``
-    (uint8 for up to 255 classes): the class index per pixel for softmax (0 = background
-    for the built-in models), ``p > threshold`` for one-channel sigmoid/identity models
-    (see ``activation`` of :class:`Predictor`).
+    Same parameters as :func:`predict`, except ``out``: a writeable integer array of shape
+    ``(*spatial)``. Returns an integer array of shape ``(*spatial)`` (uint8 for up to 255
+    classes): the class index per pixel for softmax (0 = background for the built-in
+    models), ``p > threshold`` for one-channel sigmoid/identity models (see ``activation``
+    of :class:`Predictor`).
+
+    Raises
+    ------
+    ArgumentTypeError, ArgumentError, ChannelError, TileSizeError, ModelLoadError
+        As :func:`predict`; ``out`` must have the image's spatial shape and a dtype that
+        holds every label.
     """
     return _run_into(model, image, tile, ndim, halo, out, progress, "labels", kwargs)
 
@@ -622,22 +1090,71 @@ def _run_into(
     model: Any,
     image: Any,
     tile: Any,
-    ndim: int,
+    ndim: Any,
     halo: Any,
     out: Any,
     progress: bool,
     output: Output,
     kwargs: dict,
 ) -> Any:
-    """Shared body of :func:`predict` and :func:`segment`: allocate ``out`` if needed, run."""
-    pred = _predictor(model, ndim, halo, kwargs)
-    arr, _ = to_channel_first(image, pred.ndim, pred.in_channels, kwargs.get("axes"))
+    """Shared body of :func:`predict` and :func:`segment`: check, allocate ``out``, run.
+
+    Every argument is checked before the halo analysis (which may take seconds) and
+    before any tile runs.
+    """
+    caller = "segment" if output == "labels" else "predict"
+    _check_image(image)
+    unknown = sorted(set(kwargs) - set(PREDICTOR_KEYS) - set(RUN_KEYS))
+    if unknown:
+        raise ArgumentTypeError(
+            f"{caller}() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; "
+            f"it takes {', '.join((*PREDICTOR_KEYS, *RUN_KEYS))}"
+        )
+    settings = {k: kwargs.pop(k) for k in PREDICTOR_KEYS if k in kwargs}
+    if isinstance(model, Predictor):
+        given = [*settings, *(["halo"] if halo is not None else [])]
+        if ndim is not None and ndim != model.ndim:
+            given.insert(0, "ndim")
+        if given:
+            raise ArgumentError(
+                f"{', '.join(given)} cannot change a Predictor that is built already; pass "
+                "them to Predictor(...), or pass the model instead of the Predictor"
+            )
+        spec, ndim, in_channels = model, model.ndim, model.in_channels
+    else:
+        accepted = f"{MODEL_KINDS}, or a Predictor"
+        module, loaded, ndim, in_channels = _resolve(
+            model, ndim, settings.pop("in_channels", None), accepted
+        )
+        spec = loaded if loaded is not None else module
+    _check_run_args(
+        ndim,
+        tile,
+        output,
+        kwargs.get("normalization", "default"),
+        kwargs.get("border", "clip"),
+        kwargs.get("batch_size", 1),
+    )
+    # channels, axes and out before the halo analysis: a mismatch is told at once
+    arr, _ = to_channel_first(image, ndim, in_channels, kwargs.get("axes"))
+    spatial = arr.shape[1:]
+    _check_out(out, output, spatial)
+    pred = (
+        spec
+        if isinstance(spec, Predictor)
+        else Predictor(spec, ndim=ndim, in_channels=in_channels, halo=halo, **settings)
+    )
+    classes = pred.classes()
     if out is None:
-        classes = pred.classes()
         if output == "labels":
-            out = np.zeros(arr.shape[1:], dtype=pred.label_dtype(classes))
+            out = np.zeros(spatial, dtype=pred.label_dtype(classes))
         else:
-            out = np.zeros((classes, *arr.shape[1:]), dtype=pred.np_dtype)
+            out = np.zeros((classes, *spatial), dtype=pred.np_dtype)
+    elif output == "labels":
+        top = classes if pred.activation == "sigmoid" and classes > 1 else max(classes - 1, 1)
+        _check_out(out, output, spatial, top=top)
+    else:
+        _check_out(out, output, spatial, classes=classes)
     _drain(pred.run(image, ArrayStore(out), tile, output=output, **kwargs), progress)
     return out
 

@@ -1,5 +1,12 @@
 """Files in and out; the rule here is that a user's files are never lost.
 
+:func:`read_image` is how every input is opened: TIFF (every series and pyramid level,
+memory-mapped where the file allows), zarr arrays, zarr groups and OME-Zarr multiscales.
+It says which series / level / array it chose when there was a choice, reads the axes
+from the metadata, and turns every reader failure into one :class:`InputError` sentence
+naming the file and the reason. :func:`select_planes` picks planes of N-D data
+(``--axes TZYX --index T=3``).
+
 :func:`output_transaction` is how every output is written:
 
 1. an exclusive lock (``.NAME.lock`` beside the output, holding the writer's pid) so a
@@ -8,9 +15,10 @@
    output itself, so an interrupted run never leaves something that looks complete (a
    partial left by a killed run is removed by the next run on that output);
 3. at the end the temporary is swapped in: a file by one atomic ``os.replace``; a folder
-   (zarr) by renaming the old one aside (``.NAME.old-PID``), renaming the new one in, then
-   deleting the old one. A run killed between the two renames leaves the old output whole
-   under its aside name, and the next run on that output puts it back first;
+   (zarr) by one atomic exchange (Linux ``renameat2(RENAME_EXCHANGE)``), then the old one
+   is deleted. Where that is not available, the old one is renamed aside
+   (``.NAME.old-PID``) and the new one in; a run killed between the two renames leaves the
+   old output whole under its aside name, and the next run on that output puts it back;
 4. ``--overwrite`` replaces only what napari-seamless wrote: a TIFF file, or a zarr folder
    marked as its own (attribute ``napari_seamless``); any other folder is refused.
 
@@ -21,14 +29,32 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from .errors import SeamlessError
 
-__all__ = ["OutputError", "OutputBusyError", "output_transaction", "OWNER_KEY", "same_or_nested"]
+__all__ = [
+    "InputError",
+    "InputImage",
+    "check_output_location",
+    "OutputError",
+    "OutputBusyError",
+    "output_transaction",
+    "OWNER_KEY",
+    "parse_index",
+    "read_image",
+    "same_or_nested",
+    "select_planes",
+]
 
 OWNER_KEY = "napari_seamless"
 
@@ -106,6 +132,48 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``).
+
+    Returns False where the system or the file system cannot (then nothing changed).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p]
+    renameat2.argtypes += [ctypes.c_uint]
+    rc = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    return rc == 0
+
+
+def _swap_folder(new: Path, out: Path) -> None:
+    """Put folder ``new`` in place of folder ``out``; the old one is deleted after.
+
+    One atomic exchange where Linux allows it, so a kill at any moment leaves the old or
+    the new folder at ``out``. Elsewhere: rename the old aside, the new in, and if that
+    second step is interrupted (Ctrl-C, SIGTERM) the old is put back; after a SIGKILL
+    between the two renames the next run on ``out`` puts it back (:func:`_recover`).
+    """
+    if _exchange(new, out):
+        _remove(new)  # now the old output
+        return
+    aside = _sibling(out, f"old-{os.getpid()}")
+    os.rename(out, aside)  # from here until the next rename, the old one is aside
+    try:
+        os.rename(new, out)
+    except BaseException:
+        os.rename(aside, out)
+        raise
+    _remove(aside)
+
+
 def is_ours(path: Path) -> bool:
     """Whether ``path`` is something napari-seamless wrote (a TIFF, or a marked zarr)."""
     if path.is_file():
@@ -124,8 +192,43 @@ def is_ours(path: Path) -> bool:
     return False
 
 
+def check_output_location(out: Path, nbytes: int | None = None) -> None:
+    """Refuse early an output whose folder is missing, not writable, or too full.
+
+    Parameters
+    ----------
+    out : Path
+        The output file or folder.
+    nbytes : int, optional
+        Estimated size of the output in bytes (uncompressed: an upper bound). The old
+        output stays until the new one is complete, so this much must be free on top.
+
+    Raises
+    ------
+    OutputError
+        If the folder does not exist, cannot be written, or has less than ``nbytes`` free.
+    """
+    out = Path(out)
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise OutputError(f"the folder of the output, {parent}, does not exist; create it first")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(
+            f"the folder of the output, {parent}, is not writable; choose another output path"
+        )
+    if nbytes is not None:
+        free = shutil.disk_usage(parent).free
+        if free < nbytes:
+            raise OutputError(
+                f"the output needs up to {_gib(nbytes)} (uncompressed) but {parent} has "
+                f"{_gib(free)} free; free some space or write the output elsewhere"
+            )
+
+
 @contextlib.contextmanager
-def output_transaction(out: Path, overwrite: bool = False) -> Iterator[Path]:
+def output_transaction(
+    out: Path, overwrite: bool = False, nbytes: int | None = None
+) -> Iterator[Path]:
     """Lock ``out``, yield a temporary sibling to write, and swap it in when the block ends.
 
     Parameters
@@ -134,6 +237,9 @@ def output_transaction(out: Path, overwrite: bool = False) -> Iterator[Path]:
         The output file (TIFF) or folder (zarr).
     overwrite : bool
         Replace an existing output, if napari-seamless wrote it.
+    nbytes : int, optional
+        Estimated size of the output; refused up front if the disk has less free
+        (:func:`check_output_location`).
 
     Yields
     ------
@@ -147,14 +253,10 @@ def output_transaction(out: Path, overwrite: bool = False) -> Iterator[Path]:
         If another run is writing ``out``.
     OutputError
         If ``out`` exists and ``overwrite`` is False, or it is not napari-seamless's own
-        output, or its folder does not exist or is not writable.
+        output, or its folder does not exist, is not writable or lacks ``nbytes`` free.
     """
     out = Path(out)
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputError(f"the folder of the output, {parent}, does not exist; create it first")
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"the folder of the output, {parent}, is not writable")
+    check_output_location(out, nbytes)
     fd = _lock(out)
     tmp = _sibling(out, f"partial-{os.getpid()}")
     try:
@@ -170,18 +272,454 @@ def output_transaction(out: Path, overwrite: bool = False) -> Iterator[Path]:
         _remove(tmp)
         try:
             yield tmp
+            if not tmp.exists():
+                raise OutputError(f"nothing was written for {out}")
+            if out.exists() and out.is_dir():
+                _swap_folder(tmp, out)
+            else:
+                os.replace(tmp, out)  # atomic for files
         except BaseException:
-            _remove(tmp)
+            _remove(tmp)  # the new, unfinished output (or, after an exchange, the old one)
             raise
-        if not tmp.exists():
-            raise OutputError(f"nothing was written for {out}")
-        if out.exists() and out.is_dir():
-            aside = _sibling(out, f"old-{os.getpid()}")
-            os.rename(out, aside)  # from here until the next rename, the old one is aside
-            os.rename(tmp, out)
-            _remove(aside)
-        else:
-            os.replace(tmp, out)  # atomic for files
     finally:
         os.close(fd)
         _sibling(out, "lock").unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- input
+
+TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".tf2")
+_AXES = "TZCYX"
+
+
+class InputError(SeamlessError, ValueError):
+    """An input image cannot be read, or not as asked; the message names the file and why."""
+
+
+@dataclass(frozen=True)
+class InputImage:
+    """An opened input image (see :func:`read_image`).
+
+    Attributes
+    ----------
+    data : array-like
+        The pixels: a read-only memory map or numpy array (TIFF), or a zarr array (read
+        lazily, a window at a time).
+    axes : str or None
+        Axes from the file's metadata in ``"TZCYX"`` letters (TIFF samples ``S`` become
+        ``C``), or None when the file does not name them.
+    path : Path
+        The file or folder read.
+    source : str
+        What was opened, e.g. ``"TIFF series 0, level 0"`` or ``"zarr array 'raw'"``.
+    notes : tuple of str
+        Choices made on the user's behalf (a series, a pyramid level, an array) and
+        reader warnings, one sentence each; show them.
+    """
+
+    data: Any
+    axes: str | None
+    path: Path
+    source: str
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of :attr:`data`."""
+        return tuple(int(s) for s in self.data.shape)
+
+
+def read_image(
+    path: str | os.PathLike,
+    *,
+    series: int | None = None,
+    level: int | None = None,
+    array: str | None = None,
+) -> InputImage:
+    """Open a TIFF file or a zarr array / group / OME-Zarr image for inference.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A TIFF file (``.tif``, ``.tiff``, ``.btf``; OME-TIFF and ImageJ hyperstacks
+        included) or a zarr folder (an array, a group, or an OME-Zarr image).
+    series : int, optional
+        TIFF series. Default 0; a note says so when the file has several.
+    level : int, optional
+        Pyramid level (TIFF sub-resolutions, OME-Zarr ``multiscales`` datasets); 0 is the
+        full resolution. Default 0; a note says so when there are several.
+    array : str, optional
+        Path of the array inside a zarr group. Needed when the group holds several arrays
+        and is not an OME-Zarr image.
+
+    Returns
+    -------
+    InputImage
+        The data (memory-mapped or lazy where the format allows; otherwise read into
+        memory once), its axes if the file names them, and notes on the choices made.
+
+    Raises
+    ------
+    InputError
+        If the path does not exist, is not TIFF or zarr, cannot be decoded (empty,
+        truncated, corrupt, another format under a ``.tif`` name), declares more pixels
+        than fit in memory where it must be read whole, has a zero-size axis or a
+        non-numeric dtype, or the series / level / array asked for is not there. One
+        sentence naming the file and the reason.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise InputError(f"input image {path} does not exist")
+    if path.is_dir():
+        if series is not None:
+            raise InputError(f"--series applies to TIFF files; {path} is a zarr folder")
+        image = _read_zarr(path, level, array)
+    elif path.suffix.lower() in TIFF_SUFFIXES:
+        if array is not None:
+            raise InputError(f"--array applies to zarr groups; {path} is a TIFF file")
+        image = _read_tiff(path, series, level)
+    else:
+        what = _sniff(path)
+        raise InputError(
+            f"{path} is not a TIFF file or a zarr folder{f' ({what})' if what else ''}; "
+            "convert it to TIFF or zarr first (e.g. open it in napari and save as .tif)"
+        )
+    _check_usable(image)
+    return image
+
+
+def _check_usable(image: InputImage) -> None:
+    shape, dtype = image.shape, image.data.dtype
+    if len(shape) == 0 or 0 in shape:
+        raise InputError(f"{image.path} ({image.source}) has no pixels: shape {shape}")
+    if dtype.kind not in "uif":
+        hint = " (convert it to uint8 first)" if dtype.kind == "b" else ""
+        raise InputError(
+            f"{image.path} ({image.source}) has dtype {dtype}, not an integer or float image{hint}"
+        )
+
+
+def _sniff(path: Path) -> str:
+    """A few words on what a file that failed to read really is (empty, PNG, text...)."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(512)
+    except OSError as err:
+        return err.strerror or "unreadable"
+    if size == 0:
+        return "the file is empty (0 bytes)"
+    magic = {
+        b"\x89PNG": "a PNG file",
+        b"\xff\xd8\xff": "a JPEG file",
+        b"GIF8": "a GIF file",
+        b"BM": "a BMP file",
+        b"PK\x03\x04": "a zip archive",
+        b"\x93NUMPY": "a numpy .npy file",
+        b"\x89HDF": "an HDF5 file",
+    }
+    for sig, name in magic.items():
+        if head.startswith(sig):
+            return f"it is {name}"
+    if head and all(32 <= b < 127 or b in b"\t\r\n" for b in head):
+        return "it is a text file"
+    return ""
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory available now (Linux ``MemAvailable``), or None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _gib(nbytes: float) -> str:
+    return f"{nbytes / 2**30:.1f} GiB" if nbytes >= 2**28 else f"{nbytes / 2**20:.1f} MiB"
+
+
+def _tiff_axes(axes: str) -> str | None:
+    """The axes tifffile reports, in our letters (``S`` samples -> ``C``), or None if not all known."""
+    axes = axes.upper().replace("S", "C")
+    if any(a not in _AXES for a in axes) or len(set(axes)) != len(axes):
+        return None
+    return axes
+
+
+@contextlib.contextmanager
+def _tifffile_notes() -> Iterator[list[str]]:
+    """Collect what tifffile logs (warnings on odd files) as notes instead of printing it."""
+    logger = logging.getLogger("tifffile")
+    notes: list[str] = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            notes.append(f"tifffile: {record.getMessage().splitlines()[0]}")
+
+    handler = _Collect(logging.WARNING)
+    propagate = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield notes
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
+def _read_tiff(path: Path, series: int | None, level: int | None) -> InputImage:
+    import tifffile
+
+    with _tifffile_notes() as logged:
+        try:
+            with tifffile.TiffFile(path) as tif:
+                all_series = tif.series
+                if not all_series:
+                    raise InputError(f"{path} is a TIFF file without images")
+                n = len(all_series)
+                si = 0 if series is None else int(series)
+                if not 0 <= si < n:
+                    raise InputError(
+                        f"{path} has {n} series (0 to {n - 1}); --series {si} is not one of them"
+                    )
+                levels = all_series[si].levels
+                li = 0 if level is None else int(level)
+                if not 0 <= li < len(levels):
+                    raise InputError(
+                        f"series {si} of {path} has {len(levels)} level(s) (0 to "
+                        f"{len(levels) - 1}); --level {li} is not one of them"
+                    )
+                chosen = levels[li]
+                notes = []
+                if series is None and n > 1:
+                    listing = "; ".join(
+                        f"{i}: {tuple(s.shape)} {s.axes}" for i, s in enumerate(all_series[:6])
+                    )
+                    notes.append(
+                        f"{path.name} holds {n} series ({listing}{'; ...' if n > 6 else ''}); "
+                        "using series 0: choose another with --series N"
+                    )
+                if level is None and len(levels) > 1:
+                    notes.append(
+                        f"series {si} of {path.name} has {len(levels)} pyramid levels; using "
+                        f"level 0 (full resolution, {tuple(chosen.shape)}): choose another "
+                        "with --level N"
+                    )
+                axes = _tiff_axes(chosen.axes)
+                try:
+                    data = tifffile.memmap(path, series=si, level=li, mode="r")
+                except (ValueError, OSError):  # compressed, tiled or truncated: read whole
+                    need, have = chosen.nbytes, _available_memory()
+                    if have is not None and need > have:
+                        raise InputError(
+                            f"{path} (series {si}, level {li}) declares {tuple(chosen.shape)} "
+                            f"{chosen.dtype} pixels, {_gib(need)}, more than the {_gib(have)} "
+                            "of memory available to read it whole; convert it to zarr or "
+                            "choose a smaller --level"
+                        ) from None
+                    data = chosen.asarray()
+        except InputError:
+            raise
+        except MemoryError:
+            raise InputError(f"{path} does not fit in memory; convert it to zarr") from None
+        except Exception as err:  # noqa: BLE001 - any decoder failure: the file is unreadable
+            what = _sniff(path)
+            reason = what or (str(err).splitlines()[0] if str(err) else type(err).__name__)
+            raise InputError(f"cannot read {path} as a TIFF: {reason}") from err
+    source = f"TIFF series {si}, level {li}"
+    return InputImage(data, axes, path, source, tuple(notes + logged))
+
+
+def _zarr_names(names: Any) -> str | None:
+    """Axis names (OME-Zarr ``axes``, xarray ``_ARRAY_DIMENSIONS``) as our letters."""
+    if not names:
+        return None
+    letters = []
+    for a in names:
+        name = a.get("name") if isinstance(a, dict) else a
+        letters.append(str(name).upper() if name is not None else "?")
+    axes = "".join(letters)
+    if (
+        len(axes) != len(letters)
+        or any(a not in _AXES for a in axes)
+        or len(set(axes)) != len(axes)
+    ):
+        return None
+    return axes
+
+
+def _array_axes(arr: Any) -> str | None:
+    names = getattr(getattr(arr, "metadata", None), "dimension_names", None)
+    if names and all(n is not None for n in names):
+        return _zarr_names(list(names))
+    return _zarr_names(dict(arr.attrs).get("_ARRAY_DIMENSIONS"))
+
+
+def _zarr_arrays(group: Any, prefix: str = "") -> list[str]:
+    """Paths of every array in a zarr group, nested groups included."""
+    found = [f"{prefix}{k}" for k in sorted(group.array_keys())]
+    for k in sorted(group.group_keys()):
+        found += _zarr_arrays(group[k], f"{prefix}{k}/")
+    return found
+
+
+def _read_zarr(path: Path, level: int | None, array: str | None) -> InputImage:
+    import zarr
+
+    try:
+        node = zarr.open(store=str(path), mode="r")
+    except Exception as err:  # noqa: BLE001 - zarr's errors vary by version: not a zarr
+        raise InputError(
+            f"{path} is a folder but not a zarr array or group (no readable .zarray, "
+            ".zgroup or zarr.json in it)"
+        ) from err
+    if isinstance(node, zarr.Array):
+        if array is not None:
+            raise InputError(f"{path} is a zarr array, not a group: drop --array")
+        if level not in (None, 0):
+            raise InputError(f"{path} is a single zarr array with no pyramid levels: drop --level")
+        return InputImage(node, _array_axes(node), path, "zarr array")
+    attrs = dict(node.attrs)
+    multiscales = attrs.get("ome", attrs).get("multiscales")
+    arrays = _zarr_arrays(node)
+    if array is not None:
+        if array not in arrays:
+            raise InputError(
+                f"{path} has no array {array!r}; it holds {', '.join(arrays[:10]) or 'none'}"
+            )
+        arr = node[array]
+        axes = _array_axes(arr)
+        if axes is None and multiscales:
+            paths = [d.get("path") for d in multiscales[0].get("datasets", [])]
+            if array in paths:
+                axes = _zarr_names(multiscales[0].get("axes"))
+        return InputImage(arr, axes, path, f"zarr array {array!r}")
+    if multiscales:
+        image = multiscales[0]
+        datasets = image.get("datasets", [])
+        li = 0 if level is None else int(level)
+        if not 0 <= li < len(datasets):
+            raise InputError(
+                f"{path} is an OME-Zarr image with {len(datasets)} level(s) (0 to "
+                f"{len(datasets) - 1}); --level {li} is not one of them"
+            )
+        key = datasets[li].get("path")
+        if key not in arrays:
+            raise InputError(f"{path}: level {li} names array {key!r}, which is not in the group")
+        arr = node[key]
+        notes = []
+        if level is None and len(datasets) > 1:
+            notes.append(
+                f"{path.name} is an OME-Zarr image with {len(datasets)} levels; using level 0 "
+                f"(full resolution, {tuple(arr.shape)}): choose another with --level N"
+            )
+        if len(multiscales) > 1:
+            notes.append(f"{path.name} holds {len(multiscales)} multiscale images; using the first")
+        axes = _zarr_names(image.get("axes")) or _array_axes(arr)
+        return InputImage(arr, axes, path, f"OME-Zarr level {li}", tuple(notes))
+    if level is not None:
+        raise InputError(
+            f"{path} is a zarr group without OME-Zarr levels: use --array, not --level"
+        )
+    if not arrays:
+        raise InputError(f"{path} is a zarr group without arrays")
+    if len(arrays) > 1:
+        shown = ", ".join(f"{a} {tuple(node[a].shape)}" for a in arrays[:8])
+        raise InputError(
+            f"{path} is a zarr group holding {len(arrays)} arrays ({shown}"
+            f"{', ...' if len(arrays) > 8 else ''}); choose one with --array NAME"
+        )
+    arr = node[arrays[0]]
+    note = f"{path.name} is a zarr group with one array; using {arrays[0]!r}"
+    return InputImage(arr, _array_axes(arr), path, f"zarr array {arrays[0]!r}", (note,))
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err)
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def parse_index(text: str | None) -> dict[str, int]:
+    """Parse ``"T=3,Z=15"`` (``--index``) into ``{"T": 3, "Z": 15}``.
+
+    Raises
+    ------
+    InputError
+        If a part is not ``AXIS=INTEGER`` with an axis letter among ``T``, ``Z``, ``C``,
+        or an axis is named twice.
+    """
+    if not text:
+        return {}
+    out: dict[str, int] = {}
+    for part in text.replace(" ", "").split(","):
+        name, sep, value = part.partition("=")
+        name = name.upper()
+        try:
+            number = int(value)
+        except ValueError:
+            number = None
+        if not sep or len(name) != 1 or name not in _AXES or number is None:
+            raise InputError(f"--index part {part!r} is not AXIS=NUMBER (e.g. --index T=3,Z=15)")
+        if name in out:
+            raise InputError(f"--index names axis {name} twice")
+        out[name] = number
+    return out
+
+
+def select_planes(data: Any, axes: str, index: Mapping[str, int]) -> tuple[Any, str]:
+    """Pick one position along some axes of N-D data, e.g. a time point and a Z plane.
+
+    Parameters
+    ----------
+    data : array-like
+        The image, numpy or zarr or dask; zarr and dask stay lazy (nothing is read).
+    axes : str
+        Axes of ``data``, one letter each from ``"TZCYX"`` (e.g. ``"TZYX"``).
+    index : mapping of str to int
+        Position per axis to select, e.g. ``{"T": 3}``; negative counts from the end.
+
+    Returns
+    -------
+    data : array-like
+        ``data`` without the selected axes.
+    axes : str
+        The remaining axes.
+
+    Raises
+    ------
+    InputError
+        If ``axes`` does not fit ``data``, names an axis ``data`` lacks, or a position is
+        outside its axis.
+    """
+    axes = axes.upper()
+    if len(axes) != len(data.shape) or len(set(axes)) != len(axes):
+        raise InputError(
+            f"axes {axes!r} do not fit an image of shape {tuple(data.shape)}: give one "
+            "letter per axis, each once (e.g. --axes TZYX)"
+        )
+    missing = [a for a in index if a not in axes]
+    if missing:
+        raise InputError(f"--index names axis {missing[0]}, but the image axes are {axes}")
+    if not index:
+        return data, axes
+    if not isinstance(data, np.ndarray):
+        import dask.array as da
+
+        chunks = getattr(data, "chunks", None)
+        data = da.from_array(data, chunks=chunks if isinstance(chunks, tuple) else "auto")
+    key: list[Any] = []
+    kept = ""
+    for a, n in zip(axes, data.shape, strict=True):
+        if a not in index:
+            key.append(slice(None))
+            kept += a
+            continue
+        k = index[a]
+        if not -n <= k < n:
+            raise InputError(f"--index {a}={k} is outside axis {a} of length {n} (0 to {n - 1})")
+        key.append(k % n)
+    return data[tuple(key)], kept

@@ -206,7 +206,8 @@ class SeamlessWidget(QWidget):
         status = (
             f"Model {Path(spec).name}: {self.predictor.rf.describe() if self.predictor.rf else ''}"
         )
-        notes = list(self.loaded.meta.get("notes", []))
+        notes = [f"Output: {self.predictor.convention}."]
+        notes += list(self.loaded.meta.get("notes", []))
         self._warnings = []
         if self.predictor.rf is not None:
             warning = self.loaded.declared_halo_warning(self.predictor.rf)
