@@ -68,12 +68,20 @@ def _spec() -> Any:
 
 
 def _read(descr: Any, what: str) -> bytes:
+    reader = None
     try:
-        return descr.get_reader().read()
+        reader = descr.get_reader()
+        return reader.read()
     except Exception as err:
         raise ModelLoadError(
             f"cannot read {what} from the package: {first_sentence(err)}"
         ) from None
+    finally:
+        # bioimageio.spec's reader wraps an open file and has no close(): close that file
+        inner = getattr(reader, "_reader", reader)
+        close = getattr(inner, "close", None)
+        if callable(close):
+            close()
 
 
 class AxesAdapter(nn.Module):
