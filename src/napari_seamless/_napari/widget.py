@@ -204,7 +204,7 @@ class SeamlessWidget(QWidget):
         value = max(self.tile.value, 2 * self.predictor.halo[0] + factor)
         self.tile.value = int(np.ceil(value / factor) * factor)
         status = (
-            f"Model {Path(spec).name}: {self.predictor.rf.describe() if self.predictor.rf else ''}"
+            f"Model {Path(spec).name}: {self.predictor.rf.describe() if self.predictor.rf else ''}."
         )
         notes = [f"Output: {self.predictor.convention}."]
         notes += list(self.loaded.meta.get("notes", []))
