@@ -20,8 +20,8 @@ import torch
 
 from napari_seamless.data import mosaic
 from napari_seamless.engine import Predictor, predict
-from napari_seamless.metrics import max_abs_difference, misclassification_error, nme, rmse
 from napari_seamless.models import load_model
+from napari_seamless.qa import max_abs_difference, misclassification_error, nme, rmse
 
 
 def timed(fn, repeats):

@@ -19,9 +19,9 @@ import tifffile
 import torch
 import torch.nn.functional as F
 
-from napari_seamless.metrics import dice
 from napari_seamless.models import UNet, save_checkpoint
 from napari_seamless.preprocessing import PercentileNormalization
+from napari_seamless.qa import dice
 
 SPLIT = 384  # rows [0, SPLIT) train, [SPLIT, 512) held out
 

@@ -6,7 +6,7 @@ import tifffile
 
 from napari_seamless.cli import main
 from napari_seamless.data import DATA_DIR
-from napari_seamless.metrics import dice
+from napari_seamless.qa import dice
 
 NUCLEI = DATA_DIR / "nuclei2d.tif"
 

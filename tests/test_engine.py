@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from napari_seamless.engine import ChannelError, Predictor, predict, read_window, segment
-from napari_seamless.metrics import max_abs_difference, misclassification_error
 from napari_seamless.models import UNet
+from napari_seamless.qa import max_abs_difference, misclassification_error
 from napari_seamless.stores import ArrayStore, PyramidStore
 
 TILES = [256, 384, 512]  # ZoR 64, 192, 320 at halo 96

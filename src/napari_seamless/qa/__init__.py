@@ -1,0 +1,33 @@
+"""Seam QA: how a tiled result compares with the whole-image reference (numpy only).
+
+``metrics`` holds the paper's numbers (RMSE, ME, NME; Majurski & Bajcsy 2021, Eqs. 3-5);
+``maps`` holds where the differences sit (error maps, distance to the nearest ZoR seam,
+the error profile against that distance). No torch, no Qt: the CLI, the widget and the
+tests share these.
+"""
+
+from __future__ import annotations
+
+from .maps import error_map, error_profile, seam_distance
+from .metrics import (
+    Comparison,
+    compare,
+    dice,
+    max_abs_difference,
+    misclassification_error,
+    nme,
+    rmse,
+)
+
+__all__ = [
+    "Comparison",
+    "compare",
+    "dice",
+    "error_map",
+    "error_profile",
+    "max_abs_difference",
+    "misclassification_error",
+    "nme",
+    "rmse",
+    "seam_distance",
+]

@@ -1,0 +1,67 @@
+"""Seam QA core (qa/): paper metrics and where differences sit (issue 8, part)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_seamless.errors import SeamlessError
+from napari_seamless.grid import TileGrid
+from napari_seamless.qa import compare, error_map, error_profile, seam_distance
+
+
+def _distance_by_tiles(grid):
+    """Independent route: each pixel's distance to the inner edges of its own ZoR."""
+    out = np.full(grid.shape, np.iinfo(np.int32).max, dtype=np.int64)
+    for tile in grid:
+        block = np.full([z.stop - z.start for z in tile.zor], np.iinfo(np.int32).max)
+        for ax, (z, n) in enumerate(zip(tile.zor, grid.shape, strict=True)):
+            i = np.arange(z.start, z.stop)
+            d = np.full(i.size, np.iinfo(np.int32).max)
+            if z.start > 0:
+                d = np.minimum(d, i - z.start)
+            if z.stop < n:
+                d = np.minimum(d, z.stop - 1 - i)
+            shape = [1] * len(grid.shape)
+            shape[ax] = -1
+            block = np.minimum(block, d.reshape(shape))
+        out[tile.zor] = block
+    return out
+
+
+@pytest.mark.parametrize("shape", [(100, 130), (64, 64), (40, 50, 70)])
+def test_seam_distance_equals_the_distance_to_the_edges_of_each_zor(shape):
+    grid = TileGrid(shape, tile=48 if len(shape) == 2 else 40, halo=16, factor=8)
+    got = seam_distance(grid)
+    assert got.shape == shape and got.dtype == np.int32
+    np.testing.assert_array_equal(got, _distance_by_tiles(grid))
+    if len(grid) > 1:
+        assert got.min() == 0
+
+
+def test_error_profile_recovers_a_known_profile():
+    grid = TileGrid((96, 96), tile=48, halo=16, factor=8)  # ZoR 16: seams every 16 px
+    distance = seam_distance(grid)
+    diff = 1.0 / (1.0 + distance)
+    d, mean = error_profile(np.stack([diff, diff]), distance)
+    # ZoR 16: 0..7 inside, up to 15 in the border ZoRs (the image edge is not a seam)
+    np.testing.assert_array_equal(d, np.arange(16))
+    np.testing.assert_allclose(mean, 1.0 / (1.0 + d))
+    with pytest.raises(SeamlessError):
+        error_profile(np.zeros((3, 5)), distance)
+
+
+def test_compare_and_error_map():
+    rng = np.random.default_rng(0)
+    ref = rng.random((3, 20, 30))
+    same = compare(ref, ref.astype(np.float32))
+    assert same.me == 0 and same.exact and same.rmse < 1e-7
+    moved = ref.copy()
+    moved[:, 2, 3] = moved[::-1, 2, 3] + 1  # one pixel changes its class
+    other = compare(ref, moved)
+    assert other.me == 1 and other.nme == 1 / 600 and not other.exact
+    assert "differs" in other.describe()
+    errors = error_map(ref.argmax(0), moved.argmax(0))
+    assert errors.dtype == np.uint8 and errors.sum() == 1 and errors[2, 3] == 1
+    with pytest.raises(SeamlessError, match="cannot compare"):
+        compare(ref, ref[:, :10])
