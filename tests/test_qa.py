@@ -65,3 +65,29 @@ def test_compare_and_error_map():
     assert errors.dtype == np.uint8 and errors.sum() == 1 and errors[2, 3] == 1
     with pytest.raises(SeamlessError, match="cannot compare"):
         compare(ref, ref[:, :10])
+
+
+def test_halo_sweep_differs_below_the_exact_halo_and_not_at_it():
+    """The paper's Table 3 setting, small: a random 4-class U-Net on N(0, 1) noise."""
+    import torch
+
+    from napari_seamless.engine import Predictor
+    from napari_seamless.models import UNet
+    from napari_seamless.qa import halo_sweep
+
+    torch.manual_seed(0)
+    model = UNet(in_channels=1, classes=4, width=4, depth=2).eval()
+    pred = Predictor(model, device="cpu", dtype="float64")  # rounding far below the effect
+    f, exact = pred.factor[0], pred.halo[0]
+    image = np.random.default_rng(0).normal(size=(160, 176)).astype(np.float32)
+    halos = list(range(0, exact + f + 1, f))
+    rows = halo_sweep(pred, image, 2 * exact + 2 * f + 16, halos, normalization=None)
+    assert [r.halo for r in rows] == halos and pred.halo == (exact, exact)
+    for r in rows:
+        if r.halo < exact:
+            assert r.comparison.max_abs > 1e-9, r
+        else:
+            assert r.comparison.me == 0 and r.comparison.max_abs <= 1e-12, r
+    below = [r.comparison.rmse for r in rows if r.halo < exact]
+    assert below == sorted(below, reverse=True)  # the error shrinks as the halo grows
+    assert all(r.relative_runtime > 0 for r in rows)

@@ -18,6 +18,7 @@ from .metrics import (
     nme,
     rmse,
 )
+from .sweep import SweepRow, halo_sweep
 
 __all__ = [
     "Comparison",
@@ -25,9 +26,11 @@ __all__ = [
     "dice",
     "error_map",
     "error_profile",
+    "halo_sweep",
     "max_abs_difference",
     "misclassification_error",
     "nme",
     "rmse",
     "seam_distance",
+    "SweepRow",
 ]
