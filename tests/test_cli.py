@@ -159,3 +159,17 @@ def test_halo_verify_reports_both_support_tests(capsys):
     out = capsys.readouterr().out
     assert "support test (positive copy): halo 96: no dependency outside it" in out
     assert "support test (perturbation, real weights, float64): halo 96: no dependency" in out
+
+
+def test_compare_exact_equals_whole_image_and_naive_does_not(capsys):
+    from napari_seamless.data import DATA_DIR
+
+    image = str(DATA_DIR / "nuclei2d.tif")
+    rows = {}
+    for mode in ("exact", "naive"):
+        assert main(["compare", image, "--tile", "256", "--mode", mode, "--json"]) == 0
+        rows[mode] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    exact, naive = rows["exact"], rows["naive"]
+    assert exact["halo"] == exact["exact_halo"] == 96 and exact["exact"] is True
+    assert exact["me"] == 0 and exact["max_abs"] <= 1e-5
+    assert naive["halo"] == 0 and naive["me"] > 0 and naive["rmse"] > 1e-3

@@ -178,6 +178,73 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    import time
+    import warnings
+
+    import numpy as np
+
+    from .engine import InexactHaloWarning, to_channel_first
+    from .io import parse_index, read_image, select_planes
+    from .models import load_model
+    from .qa import compare
+    from .stores import ArrayStore
+
+    source = read_image(Path(args.image), series=args.series, level=args.level, array=args.array)
+    for note in source.notes:
+        print(f"seamless: note: {note}", file=sys.stderr)
+    image, axes = source.data, (args.axes.upper() if args.axes else source.axes)
+    index = parse_index(args.index)
+    if index:
+        if axes is None:
+            return _fail("--index needs the axes of the image: pass them with --axes")
+        image, axes = select_planes(image, axes, index)
+    loaded = load_model(args.model)
+    to_channel_first(image, loaded.ndim, loaded.in_channels, axes)  # before the analysis
+    halo = 0 if args.mode == "naive" else args.halo
+    with warnings.catch_warnings():  # a halo below the exact one is the point here
+        warnings.simplefilter("ignore", InexactHaloWarning)
+        pred = loaded.predictor(halo=halo, device=args.device, time_budget=args.time_budget or None)
+    arr, axes = to_channel_first(image, pred.ndim, pred.in_channels, axes)
+    classes = pred.classes()
+
+    def scores(tile: Any) -> tuple[Any, float]:
+        out = np.zeros((classes, *arr.shape[1:]), dtype=pred.np_dtype)
+        t0 = time.perf_counter()
+        for _ in pred.run(image, ArrayStore(out), tile, axes=axes):
+            pass
+        return out, time.perf_counter() - t0
+
+    reference, t_ref = scores(None)
+    result, t_run = scores(args.tile)
+    c = compare(reference, result, pred.labels(reference), pred.labels(result))
+    exact_halo = pred.rf.halo[0] if pred.rf is not None else None
+    row = {
+        "image": str(args.image),
+        "model": loaded.name,
+        "mode": args.mode,
+        "tile": args.tile,
+        "halo": pred.halo[0],
+        "exact_halo": exact_halo,
+        "factor": pred.factor[0],
+        "rmse": c.rmse,
+        "me": c.me,
+        "nme": c.nme,
+        "max_abs": c.max_abs,
+        "exact": c.exact,
+        "relative_runtime": t_run / t_ref,
+    }
+    if args.json:
+        print(json.dumps(row))
+    else:
+        print(
+            f"{Path(args.image).name}: {args.mode}, tile {args.tile}, halo {pred.halo[0]}"
+            f"{f' (exact halo {exact_halo})' if exact_halo is not None else ''}: "
+            f"{c.describe()}; runtime {t_run / t_ref:.2f}x the whole image"
+        )
+    return 0
+
+
 def _halo_row(name: str, verify: bool, time_budget: float | None = 30.0) -> dict[str, Any]:
     import time
 
@@ -426,6 +493,32 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--overwrite", action="store_true", help="replace an existing output")
     pr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=_cmd_predict)
+
+    co = sub.add_parser(
+        "compare",
+        help="tiled result against whole-image inference: RMSE, ME, NME (paper Eqs. 3-5)",
+    )
+    co.add_argument("image", help="input TIFF, zarr array or group, or OME-Zarr image")
+    co.add_argument("--model", default="nuclei", help="any model predict accepts (default nuclei)")
+    co.add_argument("--tile", type=int, default=512, help="window size in pixels (default 512)")
+    co.add_argument(
+        "--halo", type=int, default=None, help="halo in pixels (default: the exact halo)"
+    )
+    co.add_argument(
+        "--mode",
+        choices=["exact", "naive"],
+        default="exact",
+        help="exact (ZoR + halo, any --halo) or naive (halo 0: hard tiles, for comparison)",
+    )
+    co.add_argument("--axes", default=None, help="axes of the input (as for predict)")
+    co.add_argument("--index", default=None, help="planes of N-D data (as for predict)")
+    co.add_argument("--series", type=int, default=None, help="TIFF series")
+    co.add_argument("--level", type=int, default=None, help="pyramid level")
+    co.add_argument("--array", default=None, help="array inside a zarr group")
+    co.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    co.add_argument("--time-budget", type=float, default=30.0, metavar="S")
+    co.add_argument("--json", action="store_true", help="print one JSON line")
+    co.set_defaults(func=_cmd_compare)
 
     ha = sub.add_parser("halo", help="F, exact halo and Eq. 1 of a model")
     ha.add_argument(
