@@ -173,3 +173,20 @@ def test_compare_exact_equals_whole_image_and_naive_does_not(capsys):
     assert exact["halo"] == exact["exact_halo"] == 96 and exact["exact"] is True
     assert exact["me"] == 0 and exact["max_abs"] <= 1e-5
     assert naive["halo"] == 0 and naive["me"] > 0 and naive["rmse"] > 1e-3
+
+
+def test_sweep_writes_a_table_that_is_exact_from_the_computed_halo(tmp_path, capsys):
+    import csv
+
+    from napari_seamless.data import nuclei
+
+    tifffile.imwrite(tmp_path / "crop.tif", nuclei()[:256, :256])
+    args = ["sweep", str(tmp_path / "crop.tif"), "-o", str(tmp_path / "sweep"), "--tile", "256"]
+    assert main([*args, "--halos", "64,96"]) == 0
+    with open(tmp_path / "sweep" / "halo_sweep.csv") as f:
+        rows = {int(r["halo"]): r for r in csv.DictReader(f)}
+    assert sorted(rows) == [64, 96] and rows[96]["exact_halo"] == "96"
+    assert int(rows[96]["me"]) == 0 and float(rows[96]["max_abs"]) <= 1e-5
+    assert float(rows[64]["rmse"]) > 1e-4
+    assert "<- exact" in capsys.readouterr().out
+    assert main([*args, "--halos", "1:x"]) == 2

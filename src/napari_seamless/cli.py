@@ -29,6 +29,36 @@ def _fail(message: str) -> int:
     return 2
 
 
+def _open_input(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
+    """Read ``args.image`` as asked (``--series/--level/--array/--axes/--index``).
+
+    Returns the :class:`~napari_seamless.io.InputImage`, the data to run (planes picked)
+    and its axes (None when neither the file nor ``--axes`` names them). Notes on the
+    choices made are printed.
+
+    Raises
+    ------
+    InputError
+        For an unreadable input, or ``--index`` without known axes.
+    """
+    from .io import InputError, parse_index, read_image, select_planes
+
+    src = Path(args.image)
+    index = parse_index(args.index)
+    source = read_image(src, series=args.series, level=args.level, array=args.array)
+    for note in source.notes:
+        print(f"seamless: note: {note}", file=sys.stderr)
+    image, axes = source.data, (args.axes.upper() if args.axes else source.axes)
+    if index:
+        if axes is None:
+            raise InputError(
+                f"--index needs the axes of {src.name} (shape {source.shape}), which the file "
+                "does not name: pass them with --axes, e.g. --axes TZYX"
+            )
+        image, axes = select_planes(image, axes, index)
+    return source, image, axes
+
+
 def _open_output(
     path: Path, is_zarr: bool, shape: tuple[int, ...], dtype: Any, chunks: tuple[int, ...]
 ) -> Any:
@@ -66,10 +96,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         check_output_location,
         is_ours,
         output_transaction,
-        parse_index,
-        read_image,
         same_or_nested,
-        select_planes,
     )
     from .models import ConventionWarning, load_model
     from .stores import ArrayStore
@@ -91,18 +118,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             "marked as its own); it is never replaced: choose another output"
         )
     check_output_location(out)  # a missing or read-only folder is told before any work
-    index = parse_index(args.index)
-    source = read_image(src, series=args.series, level=args.level, array=args.array)
-    for note in source.notes:
-        print(f"seamless: note: {note}", file=sys.stderr)
-    image, axes = source.data, (args.axes.upper() if args.axes else source.axes)
-    if index:
-        if axes is None:
-            return _fail(
-                f"--index needs the axes of {src.name} (shape {source.shape}), which the file "
-                "does not name: pass them with --axes, e.g. --axes TZYX"
-            )
-        image, axes = select_planes(image, axes, index)
+    source, image, axes = _open_input(args)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConventionWarning)  # printed below as notes
         loaded = load_model(
@@ -185,20 +201,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .engine import InexactHaloWarning, to_channel_first
-    from .io import parse_index, read_image, select_planes
     from .models import load_model
     from .qa import compare
     from .stores import ArrayStore
 
-    source = read_image(Path(args.image), series=args.series, level=args.level, array=args.array)
-    for note in source.notes:
-        print(f"seamless: note: {note}", file=sys.stderr)
-    image, axes = source.data, (args.axes.upper() if args.axes else source.axes)
-    index = parse_index(args.index)
-    if index:
-        if axes is None:
-            return _fail("--index needs the axes of the image: pass them with --axes")
-        image, axes = select_planes(image, axes, index)
+    _, image, axes = _open_input(args)
     loaded = load_model(args.model)
     to_channel_first(image, loaded.ndim, loaded.in_channels, axes)  # before the analysis
     halo = 0 if args.mode == "naive" else args.halo
@@ -242,6 +249,84 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             f"{f' (exact halo {exact_halo})' if exact_halo is not None else ''}: "
             f"{c.describe()}; runtime {t_run / t_ref:.2f}x the whole image"
         )
+    return 0
+
+
+def _range(text: str, what: str) -> list[int]:
+    """``"0:128:16"`` (start:stop:step, stop included) or ``"0,16,96"`` as integers."""
+    from .io import InputError
+
+    try:
+        if ":" in text:
+            parts = [int(v) for v in text.split(":")]
+            start, stop, step = (parts + [1])[:3] if len(parts) == 2 else parts
+            if step < 1:
+                raise ValueError
+            return list(range(start, stop + 1, step))
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise InputError(
+            f"{what} {text!r} is not START:STOP:STEP or a comma list (e.g. 0:128:16)"
+        ) from None
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    import csv
+    import warnings
+
+    from .engine import InexactHaloWarning, to_channel_first
+    from .models import load_model
+    from .qa import halo_sweep
+
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        return _fail(f"{out} exists and is not a folder; choose a folder for the sweep")
+    _, image, axes = _open_input(args)
+    loaded = load_model(args.model)
+    to_channel_first(image, loaded.ndim, loaded.in_channels, axes)  # before the analysis
+    pred = loaded.predictor(device=args.device, time_budget=args.time_budget or None)
+    factor, exact = pred.factor[0], pred.halo[0]
+    halos = (
+        _range(args.halos, "--halos") if args.halos else list(range(0, exact + 2 * factor, factor))
+    )
+    with warnings.catch_warnings():  # halos below the exact one are the point here
+        warnings.simplefilter("ignore", InexactHaloWarning)
+        rows = halo_sweep(pred, image, args.tile, halos, axes=axes)
+    out.mkdir(parents=True, exist_ok=True)
+    table = out / "halo_sweep.csv"
+    fields = ["halo", "exact_halo", "factor", "tile", "rmse", "me", "nme", "max_abs"]
+    fields += ["tiles", "seconds", "relative_runtime"]
+    tmp = table.with_name(f".{table.name}.partial-{os.getpid()}")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(fields)
+        for r in rows:
+            c = r.comparison
+            writer.writerow(
+                [
+                    r.halo,
+                    exact,
+                    factor,
+                    args.tile,
+                    c.rmse,
+                    c.me,
+                    c.nme,
+                    c.max_abs,
+                    r.tiles,
+                    round(r.seconds, 4),
+                    round(r.relative_runtime, 3),
+                ]  # fmt: skip
+            )
+    os.replace(tmp, table)
+    print(f"halo  RMSE       ME      max|diff|  runtime  (exact halo {exact}, F {factor})")
+    for r in rows:
+        c = r.comparison
+        mark = "  <- exact" if r.halo == exact else ""
+        print(
+            f"{r.halo:<5} {c.rmse:<10.3g} {c.me:<7} {c.max_abs:<10.3g} "
+            f"{r.relative_runtime:.2f}x{mark}"
+        )
+    print(f"seamless: wrote {table}", file=sys.stderr)
     return 0
 
 
@@ -519,6 +604,27 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--time-budget", type=float, default=30.0, metavar="S")
     co.add_argument("--json", action="store_true", help="print one JSON line")
     co.set_defaults(func=_cmd_compare)
+
+    sw = sub.add_parser(
+        "sweep", help="RMSE, ME and runtime at each halo against whole-image inference (CSV)"
+    )
+    sw.add_argument("image", help="input TIFF, zarr array or group, or OME-Zarr image")
+    sw.add_argument("-o", "--output", required=True, help="folder for halo_sweep.csv")
+    sw.add_argument("--model", default="nuclei", help="any model predict accepts (default nuclei)")
+    sw.add_argument("--tile", type=int, default=512, help="window size in pixels (default 512)")
+    sw.add_argument(
+        "--halos",
+        default=None,
+        help="halos START:STOP:STEP or a comma list (default 0 to one F past the exact halo)",
+    )
+    sw.add_argument("--axes", default=None, help="axes of the input (as for predict)")
+    sw.add_argument("--index", default=None, help="planes of N-D data (as for predict)")
+    sw.add_argument("--series", type=int, default=None, help="TIFF series")
+    sw.add_argument("--level", type=int, default=None, help="pyramid level")
+    sw.add_argument("--array", default=None, help="array inside a zarr group")
+    sw.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    sw.add_argument("--time-budget", type=float, default=30.0, metavar="S")
+    sw.set_defaults(func=_cmd_sweep)
 
     ha = sub.add_parser("halo", help="F, exact halo and Eq. 1 of a model")
     ha.add_argument(
