@@ -91,3 +91,27 @@ def test_halo_sweep_differs_below_the_exact_halo_and_not_at_it():
     below = [r.comparison.rmse for r in rows if r.halo < exact]
     assert below == sorted(below, reverse=True)  # the error shrinks as the halo grows
     assert all(r.relative_runtime > 0 for r in rows)
+
+
+def test_offset_experiment_agrees_only_at_multiples_of_f():
+    """The paper's Fig. 4: crops starting off the F-lattice see another network."""
+    import torch
+
+    from napari_seamless.engine import Predictor
+    from napari_seamless.models import UNet
+    from napari_seamless.qa import offset_experiment
+
+    torch.manual_seed(0)
+    model = UNet(in_channels=1, classes=3, width=4, depth=2).eval()
+    pred = Predictor(model, device="cpu", dtype="float64")
+    f = pred.factor[0]
+    image = np.random.default_rng(1).normal(size=(96, 104))
+    rows = offset_experiment(pred, image, range(0, 2 * f + 1))
+    assert [r.aligned for r in rows] == [o % f == 0 for o in range(2 * f + 1)]
+    for r in rows:
+        if r.aligned:
+            assert r.identical and r.max_abs == 0, r  # bit-identical in float64
+        else:
+            assert r.max_abs > 1e-6, r
+    with pytest.raises(SeamlessError, match="leaves no interior"):
+        offset_experiment(pred, image, [90])

@@ -18,6 +18,7 @@ from .metrics import (
     nme,
     rmse,
 )
+from .offsets import OffsetRow, offset_experiment
 from .sweep import SweepRow, halo_sweep
 
 __all__ = [
@@ -30,6 +31,8 @@ __all__ = [
     "max_abs_difference",
     "misclassification_error",
     "nme",
+    "offset_experiment",
+    "OffsetRow",
     "rmse",
     "seam_distance",
     "SweepRow",
