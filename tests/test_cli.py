@@ -182,9 +182,12 @@ def test_sweep_writes_a_table_that_is_exact_from_the_computed_halo(tmp_path, cap
 
     tifffile.imwrite(tmp_path / "crop.tif", nuclei()[:256, :256])
     args = ["sweep", str(tmp_path / "crop.tif"), "-o", str(tmp_path / "sweep"), "--tile", "256"]
-    assert main([*args, "--halos", "64,96"]) == 0
+    assert main([*args, "--halos", "64,96", "--offsets", "0,1,16"]) == 0
     with open(tmp_path / "sweep" / "halo_sweep.csv") as f:
         rows = {int(r["halo"]): r for r in csv.DictReader(f)}
+    with open(tmp_path / "sweep" / "offsets.csv") as f:
+        offsets = {int(r["offset"]): r["identical"] for r in csv.DictReader(f)}
+    assert offsets == {0: "True", 1: "False", 16: "True"}  # the paper's Fig. 4, F = 16
     assert sorted(rows) == [64, 96] and rows[96]["exact_halo"] == "96"
     assert int(rows[96]["me"]) == 0 and float(rows[96]["max_abs"]) <= 1e-5
     assert float(rows[64]["rmse"]) > 1e-4
