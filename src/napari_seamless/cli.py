@@ -270,8 +270,22 @@ def _range(text: str, what: str) -> list[int]:
         ) from None
 
 
-def _cmd_sweep(args: argparse.Namespace) -> int:
+def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
+    """Write a table to ``path`` through a temporary sibling, swapped in when complete."""
     import csv
+
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(header)
+            writer.writerows(rows)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
     import warnings
 
     from .engine import InexactHaloWarning, to_channel_first
@@ -296,28 +310,16 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     table = out / "halo_sweep.csv"
     fields = ["halo", "exact_halo", "factor", "tile", "rmse", "me", "nme", "max_abs"]
     fields += ["tiles", "seconds", "relative_runtime"]
-    tmp = table.with_name(f".{table.name}.partial-{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(fields)
-        for r in rows:
-            c = r.comparison
-            writer.writerow(
-                [
-                    r.halo,
-                    exact,
-                    factor,
-                    args.tile,
-                    c.rmse,
-                    c.me,
-                    c.nme,
-                    c.max_abs,
-                    r.tiles,
-                    round(r.seconds, 4),
-                    round(r.relative_runtime, 3),
-                ]  # fmt: skip
-            )
-    os.replace(tmp, table)
+    _write_csv(
+        table,
+        fields,
+        [
+            [r.halo, exact, factor, args.tile, r.comparison.rmse, r.comparison.me,
+             r.comparison.nme, r.comparison.max_abs, r.tiles, round(r.seconds, 4),
+             round(r.relative_runtime, 3)]
+            for r in rows
+        ],
+    )  # fmt: skip
     print(f"halo  RMSE       ME      max|diff|  runtime  (exact halo {exact}, F {factor})")
     for r in rows:
         c = r.comparison
@@ -328,37 +330,41 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         )
     print(f"seamless: wrote {table}", file=sys.stderr)
     if args.offsets:
-        _offset_table(loaded, image, axes, _range(args.offsets, "--offsets"), out, args)
+        offsets = _range(args.offsets, "--offsets")
+        _offset_table(loaded, pred, image, axes, offsets, out, args)
     return 0
 
 
 def _offset_table(
-    loaded: Any, image: Any, axes: str | None, offsets: list[int], out: Path, args: Any
+    loaded: Any,
+    analysed: Any,
+    image: Any,
+    axes: str | None,
+    offsets: list[int],
+    out: Path,
+    args: Any,
 ) -> None:
     """The stride-offset experiment (paper Fig. 4) in float64, to ``out/offsets.csv``."""
-    import csv
-
     import numpy as np
 
     from .engine import to_channel_first
     from .preprocessing import PercentileNormalization
     from .qa import offset_experiment
 
+    # F and the halo of the analysis already done (``analysed``), not a second analysis
     pred = loaded.predictor(
-        device=args.device, dtype="float64", time_budget=args.time_budget or None
+        halo=analysed.halo, factor=analysed.factor, device=args.device, dtype="float64"
     )
     arr, _ = to_channel_first(image, pred.ndim, pred.in_channels, axes)
     arr = np.asarray(arr)
     normalised = PercentileNormalization.fit(arr)(arr, dtype=np.float64)  # one fixed map
     rows = offset_experiment(pred, normalised, offsets, axes="C" + "ZYX"[-pred.ndim :])
     table = out / "offsets.csv"
-    tmp = table.with_name(f".{table.name}.partial-{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["offset", "factor", "aligned", "identical", "max_abs", "pixels"])
-        for r in rows:
-            writer.writerow([r.offset, pred.factor[0], r.aligned, r.identical, r.max_abs, r.pixels])
-    os.replace(tmp, table)
+    _write_csv(
+        table,
+        ["offset", "factor", "aligned", "identical", "max_abs", "pixels"],
+        [[r.offset, pred.factor[0], r.aligned, r.identical, r.max_abs, r.pixels] for r in rows],
+    )
     print(f"offset  aligned  identical  max|diff|  (float64, F {pred.factor[0]})")
     for r in rows:
         print(f"{r.offset:<7} {str(r.aligned):<8} {str(r.identical):<10} {r.max_abs:.3g}")
@@ -502,6 +508,36 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(size=args.size, tile=args.tile, model=args.model, screenshot=args.screenshot)
 
 
+def _add_input_arguments(parser: argparse.ArgumentParser) -> None:
+    """The input image and how to read it; what :func:`_open_input` reads back."""
+    parser.add_argument("image", help="input TIFF, zarr array or group, or OME-Zarr image")
+    parser.add_argument(
+        "--axes",
+        default=None,
+        help="axes of the input, e.g. YX, CYX, YXC, TZYX (default: from the file's metadata, "
+        "else guessed)",
+    )
+    parser.add_argument(
+        "--index",
+        default=None,
+        metavar="AXIS=N[,...]",
+        help="pick planes of N-D data before inference, e.g. --index T=3 or --index T=0,Z=12 "
+        "(a Z-stack with a 2D model; a 3D model takes the whole stack)",
+    )
+    parser.add_argument(
+        "--series", type=int, default=None, help="TIFF series to read (default 0; told if several)"
+    )
+    parser.add_argument(
+        "--level",
+        type=int,
+        default=None,
+        help="pyramid level to read, TIFF or OME-Zarr (default 0: full resolution)",
+    )
+    parser.add_argument(
+        "--array", default=None, help="array inside a zarr group (when it holds several)"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``seamless`` command."""
     from . import __version__
@@ -514,7 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     pr = sub.add_parser("predict", help="segment an image by exact tiled inference")
-    pr.add_argument("image", help="input TIFF, zarr array or group, or OME-Zarr image")
+    _add_input_arguments(pr)
     pr.add_argument("-o", "--output", required=True, help="output .tif/.tiff or .zarr")
     pr.add_argument(
         "--model",
@@ -571,31 +607,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="write probabilities (C, Y, X) float32 (after the activation) instead of labels",
     )
     pr.add_argument(
-        "--axes",
-        default=None,
-        help="axes of the input, e.g. YX, CYX, YXC, TZYX (default: from the file's metadata, "
-        "else guessed)",
-    )
-    pr.add_argument(
-        "--index",
-        default=None,
-        metavar="AXIS=N[,...]",
-        help="pick planes of N-D data before inference, e.g. --index T=3 or --index T=0,Z=12 "
-        "(a Z-stack with a 2D model; a 3D model takes the whole stack)",
-    )
-    pr.add_argument(
-        "--series", type=int, default=None, help="TIFF series to read (default 0; told if several)"
-    )
-    pr.add_argument(
-        "--level",
-        type=int,
-        default=None,
-        help="pyramid level to read, TIFF or OME-Zarr (default 0: full resolution)",
-    )
-    pr.add_argument(
-        "--array", default=None, help="array inside a zarr group (when it holds several)"
-    )
-    pr.add_argument(
         "--border",
         choices=["clip", "shift"],
         default="clip",
@@ -618,7 +629,7 @@ def build_parser() -> argparse.ArgumentParser:
         "compare",
         help="tiled result against whole-image inference: RMSE, ME, NME (paper Eqs. 3-5)",
     )
-    co.add_argument("image", help="input TIFF, zarr array or group, or OME-Zarr image")
+    _add_input_arguments(co)
     co.add_argument("--model", default="nuclei", help="any model predict accepts (default nuclei)")
     co.add_argument("--tile", type=int, default=512, help="window size in pixels (default 512)")
     co.add_argument(
@@ -630,11 +641,6 @@ def build_parser() -> argparse.ArgumentParser:
         default="exact",
         help="exact (ZoR + halo, any --halo) or naive (halo 0: hard tiles, for comparison)",
     )
-    co.add_argument("--axes", default=None, help="axes of the input (as for predict)")
-    co.add_argument("--index", default=None, help="planes of N-D data (as for predict)")
-    co.add_argument("--series", type=int, default=None, help="TIFF series")
-    co.add_argument("--level", type=int, default=None, help="pyramid level")
-    co.add_argument("--array", default=None, help="array inside a zarr group")
     co.add_argument("--device", default=None, help="torch device (default: cuda if available)")
     co.add_argument("--time-budget", type=float, default=30.0, metavar="S")
     co.add_argument("--json", action="store_true", help="print one JSON line")
@@ -643,7 +649,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw = sub.add_parser(
         "sweep", help="RMSE, ME and runtime at each halo against whole-image inference (CSV)"
     )
-    sw.add_argument("image", help="input TIFF, zarr array or group, or OME-Zarr image")
+    _add_input_arguments(sw)
     sw.add_argument("-o", "--output", required=True, help="folder for halo_sweep.csv")
     sw.add_argument("--model", default="nuclei", help="any model predict accepts (default nuclei)")
     sw.add_argument("--tile", type=int, default=512, help="window size in pixels (default 512)")
@@ -658,11 +664,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="also the stride-offset experiment (paper Fig. 4) in float64 for these offsets, "
         "e.g. 0:32, to offsets.csv",
     )
-    sw.add_argument("--axes", default=None, help="axes of the input (as for predict)")
-    sw.add_argument("--index", default=None, help="planes of N-D data (as for predict)")
-    sw.add_argument("--series", type=int, default=None, help="TIFF series")
-    sw.add_argument("--level", type=int, default=None, help="pyramid level")
-    sw.add_argument("--array", default=None, help="array inside a zarr group")
     sw.add_argument("--device", default=None, help="torch device (default: cuda if available)")
     sw.add_argument("--time-budget", type=float, default=30.0, metavar="S")
     sw.set_defaults(func=_cmd_sweep)
