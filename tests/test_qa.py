@@ -115,3 +115,28 @@ def test_offset_experiment_agrees_only_at_multiples_of_f():
             assert r.max_abs > 1e-6, r
     with pytest.raises(SeamlessError, match="leaves no interior"):
         offset_experiment(pred, image, [90])
+
+
+def test_sweep_counts_label_errors_by_the_models_own_rule():
+    """A one-channel (sigmoid) model: ME counts p > threshold flips, as segment() labels."""
+    import torch
+
+    from napari_seamless.engine import Predictor, predict, segment
+    from napari_seamless.models import UNet
+    from napari_seamless.qa import halo_sweep, misclassification_error
+
+    torch.manual_seed(3)
+    model = UNet(in_channels=1, classes=1, width=4, depth=2).eval()
+    image = np.random.default_rng(2).normal(size=(120, 136)).astype(np.float32)
+    probe = Predictor(model, device="cpu", activation="sigmoid")
+    # a threshold at the median probability, so that half the pixels are foreground
+    threshold = float(np.median(predict(probe, image, None, normalization=None)))
+    pred = Predictor(model, device="cpu", activation="sigmoid", threshold=threshold)
+    tile = 2 * pred.halo[0] + 2 * pred.factor[0]
+    (row,) = halo_sweep(pred, image, tile, [0], normalization=None)
+    naive = Predictor(
+        model, device="cpu", activation="sigmoid", threshold=threshold, halo=0, factor=pred.factor
+    )
+    whole = segment(pred, image, None, normalization=None)
+    tiled = segment(naive, image, tile, normalization=None)
+    assert row.comparison.me == misclassification_error(whole, tiled) > 0

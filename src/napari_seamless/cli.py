@@ -195,15 +195,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    import time
     import warnings
-
-    import numpy as np
 
     from .engine import InexactHaloWarning, to_channel_first
     from .models import load_model
-    from .qa import compare
-    from .stores import ArrayStore
+    from .qa import halo_sweep
 
     _, image, axes = _open_input(args)
     loaded = load_model(args.model)
@@ -212,42 +208,35 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():  # a halo below the exact one is the point here
         warnings.simplefilter("ignore", InexactHaloWarning)
         pred = loaded.predictor(halo=halo, device=args.device, time_budget=args.time_budget or None)
-    arr, axes = to_channel_first(image, pred.ndim, pred.in_channels, axes)
-    classes = pred.classes()
-
-    def scores(tile: Any) -> tuple[Any, float]:
-        out = np.zeros((classes, *arr.shape[1:]), dtype=pred.np_dtype)
-        t0 = time.perf_counter()
-        for _ in pred.run(image, ArrayStore(out), tile, axes=axes):
-            pass
-        return out, time.perf_counter() - t0
-
-    reference, t_ref = scores(None)
-    result, t_run = scores(args.tile)
-    c = compare(reference, result, pred.labels(reference), pred.labels(result))
+    # one tiled run against one whole-image run: a sweep of the one halo asked for
+    (row,) = halo_sweep(pred, image, args.tile, [pred.halo[0]], axes=axes)
+    c = row.comparison
     exact_halo = pred.rf.halo[0] if pred.rf is not None else None
-    row = {
-        "image": str(args.image),
-        "model": loaded.name,
-        "mode": args.mode,
-        "tile": args.tile,
-        "halo": pred.halo[0],
-        "exact_halo": exact_halo,
-        "factor": pred.factor[0],
-        "rmse": c.rmse,
-        "me": c.me,
-        "nme": c.nme,
-        "max_abs": c.max_abs,
-        "exact": c.exact,
-        "relative_runtime": t_run / t_ref,
-    }
     if args.json:
-        print(json.dumps(row))
+        print(
+            json.dumps(
+                {
+                    "image": str(args.image),
+                    "model": loaded.name,
+                    "mode": args.mode,
+                    "tile": args.tile,
+                    "halo": row.halo,
+                    "exact_halo": exact_halo,
+                    "factor": pred.factor[0],
+                    "rmse": c.rmse,
+                    "me": c.me,
+                    "nme": c.nme,
+                    "max_abs": c.max_abs,
+                    "exact": c.exact,
+                    "relative_runtime": row.relative_runtime,
+                }
+            )
+        )
     else:
         print(
-            f"{Path(args.image).name}: {args.mode}, tile {args.tile}, halo {pred.halo[0]}"
+            f"{Path(args.image).name}: {args.mode}, tile {args.tile}, halo {row.halo}"
             f"{f' (exact halo {exact_halo})' if exact_halo is not None else ''}: "
-            f"{c.describe()}; runtime {t_run / t_ref:.2f}x the whole image"
+            f"{c.describe()}; runtime {row.relative_runtime:.2f}x the whole image"
         )
     return 0
 

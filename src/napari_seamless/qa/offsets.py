@@ -79,22 +79,17 @@ def offset_experiment(
     ArgumentError
         If an offset is negative or leaves no interior to compare.
     """
-    from ..engine import to_channel_first
-    from ..stores import ArrayStore
+    from ..engine import predict, to_channel_first
 
     arr, _ = to_channel_first(image, predictor.ndim, predictor.in_channels, axes)
     arr = np.asarray(arr)
     spatial = arr.shape[1:]
-    classes = predictor.classes()
     if margin is None:
         margin = max(predictor.halo) + max(predictor.factor)
+    channel_first = "C" + "ZYX"[-predictor.ndim :]
 
     def whole(x: np.ndarray) -> np.ndarray:
-        out = np.zeros((classes, *x.shape[1:]), dtype=predictor.np_dtype)
-        for _ in predictor.run(x, ArrayStore(out), None, axes="C" + "ZYX"[-predictor.ndim :],
-                               normalization=None):  # fmt: skip
-            pass
-        return out
+        return predict(predictor, x, None, axes=channel_first, normalization=None)
 
     reference = whole(arr)
     rows = []

@@ -32,7 +32,8 @@ class SweepRow:
     halo : int
         Halo in pixels (all axes).
     comparison : Comparison
-        Against the whole-image reference (paper Eqs. 3-5).
+        Against the whole-image reference (paper Eqs. 3-5); labels by the predictor's
+        output convention (:meth:`Predictor.labels`).
     seconds : float
         Wall time of the tiled run.
     relative_runtime : float
@@ -48,15 +49,13 @@ class SweepRow:
     tiles: int
 
 
-def _timed_scores(pred: Any, image: Any, tile: Any, kwargs: dict) -> tuple[np.ndarray, float, int]:
-    from ..engine import to_channel_first
-    from ..stores import ArrayStore
+def _timed(pred: Any, image: Any, tile: Any, kwargs: dict) -> tuple[np.ndarray, float]:
+    """Scores of ``image`` by :func:`~napari_seamless.engine.predict`, and the seconds taken."""
+    from ..engine import predict
 
-    arr, _ = to_channel_first(image, pred.ndim, pred.in_channels, kwargs.get("axes"))
-    out = np.zeros((pred.classes(), *arr.shape[1:]), dtype=pred.np_dtype)
     t0 = time.perf_counter()
-    n = sum(1 for _ in pred.run(image, ArrayStore(out), tile, output="probabilities", **kwargs))
-    return out, time.perf_counter() - t0, n
+    scores = predict(pred, image, tile, **kwargs)
+    return scores, time.perf_counter() - t0
 
 
 def halo_sweep(
@@ -97,13 +96,17 @@ def halo_sweep(
     """
     ref_seconds = float("nan")
     if reference is None:
-        reference, ref_seconds, _ = _timed_scores(predictor, image, None, run_kwargs)
+        reference, ref_seconds = _timed(predictor, image, None, run_kwargs)
+    reference_labels = predictor.labels(reference)  # the model's own rule, not always argmax
+    spatial = reference.shape[1:]
     rows = []
     for h in halos:
         if not isinstance(h, (int, np.integer)) or h < 0:
             raise ArgumentError(f"halos must be non-negative integers (pixels), got {h!r}")
         pred = copy.copy(predictor)  # shares the model; only the halo differs
         pred.halo = (int(h),) * predictor.ndim
-        scores, seconds, n = _timed_scores(pred, image, tile, run_kwargs)
-        rows.append(SweepRow(int(h), compare(reference, scores), seconds, seconds / ref_seconds, n))
+        scores, seconds = _timed(pred, image, tile, run_kwargs)
+        comparison = compare(reference, scores, reference_labels, pred.labels(scores))
+        tiles = len(pred.grid(spatial, tile, run_kwargs.get("border", "clip")))
+        rows.append(SweepRow(int(h), comparison, seconds, seconds / ref_seconds, tiles))
     return rows
