@@ -21,6 +21,7 @@ import numpy as np
 
 from .errors import ArgumentError, ArgumentTypeError, SeamlessError
 from .grid import Border, Tile, TileGrid, pad_to_multiple
+from .io import lazy
 from .preprocessing import FittedPreprocessing, PercentileNormalization, Preprocessing, check_finite
 from .stores import ArrayStore, Store
 
@@ -180,13 +181,13 @@ def to_channel_first(
             f"axes {axes!r} do not fit image of shape {shape} and a {ndim}D model "
             f"(expected {spatial_names!r} with an optional 'C')"
         )
-    lazy = image if isinstance(image, np.ndarray) else _lazy(image)
+    view = lazy(image)  # numpy as it is; zarr and others: a dask view, nothing read
     if "C" not in axes:
-        arr = lazy[None]
+        arr = view[None]
     elif axes[0] == "C":
         arr = image
     else:
-        arr = np.moveaxis(lazy, axes.index("C"), 0)
+        arr = np.moveaxis(view, axes.index("C"), 0)
     if arr.shape[0] != in_channels:
         c = int(arr.shape[0])
         stack = ""
@@ -201,19 +202,6 @@ def to_channel_first(
             "channel(s), or convert the image (e.g. to grayscale) first."
         )
     return arr, axes
-
-
-def _lazy(image: Any) -> Any:
-    """A dask view of an array-like (zarr, h5py...), read only where windows are asked for.
-
-    Axes can then be added and moved without reading the image.
-    """
-    import dask.array as da
-
-    if isinstance(image, da.Array):
-        return image
-    chunks = getattr(image, "chunks", None)
-    return da.from_array(image, chunks=chunks if isinstance(chunks, tuple) else "auto")
 
 
 def infer_in_channels(model: Any, ndim: int) -> int:

@@ -46,6 +46,7 @@ __all__ = [
     "InputError",
     "InputImage",
     "check_output_location",
+    "lazy",
     "OutputError",
     "OutputBusyError",
     "output_transaction",
@@ -527,8 +528,7 @@ def _read_tiff(path: Path, series: int | None, level: int | None) -> InputImage:
         except MemoryError:
             raise InputError(f"{path} does not fit in memory; convert it to zarr") from None
         except Exception as err:  # noqa: BLE001 - any decoder failure: the file is unreadable
-            what = _sniff(path)
-            reason = what or (str(err).splitlines()[0] if str(err) else type(err).__name__)
+            reason = _sniff(path) or _first_line(err)
             raise InputError(f"cannot read {path} as a TIFF: {reason}") from err
     source = f"TIFF series {si}, level {li}"
     return InputImage(data, axes, path, source, tuple(notes + logged))
@@ -638,6 +638,21 @@ def _read_zarr(path: Path, level: int | None, array: str | None) -> InputImage:
     return InputImage(arr, _array_axes(arr), path, f"zarr array {arrays[0]!r}", (note,))
 
 
+def lazy(data: Any) -> Any:
+    """``data`` itself if numpy, else a dask view of it (zarr, h5py...) read only where asked.
+
+    Axes can then be indexed, added and moved without reading the image.
+    """
+    if isinstance(data, np.ndarray):
+        return data
+    import dask.array as da
+
+    if isinstance(data, da.Array):
+        return data
+    chunks = getattr(data, "chunks", None)
+    return da.from_array(data, chunks=chunks if isinstance(chunks, tuple) else "auto")
+
+
 def _first_line(err: BaseException) -> str:
     text = str(err)
     return text.splitlines()[0] if text else type(err).__name__
@@ -706,11 +721,7 @@ def select_planes(data: Any, axes: str, index: Mapping[str, int]) -> tuple[Any, 
         raise InputError(f"--index names axis {missing[0]}, but the image axes are {axes}")
     if not index:
         return data, axes
-    if not isinstance(data, np.ndarray):
-        import dask.array as da
-
-        chunks = getattr(data, "chunks", None)
-        data = da.from_array(data, chunks=chunks if isinstance(chunks, tuple) else "auto")
+    data = lazy(data)
     key: list[Any] = []
     kept = ""
     for a, n in zip(axes, data.shape, strict=True):
