@@ -2,8 +2,9 @@
 
 ``metrics`` holds the paper's numbers (RMSE, ME, NME; Majurski & Bajcsy 2021, Eqs. 3-5);
 ``maps`` holds where the differences sit (error maps, distance to the nearest ZoR seam,
-the error profile against that distance). No torch, no Qt: the CLI, the widget and the
-tests share these.
+the error profile against that distance); ``plots`` draws the sweep, the error profile
+and the offset experiment as matplotlib figures (matplotlib imported only when drawing).
+No torch, no Qt: the CLI, the widget and the tests share these.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .metrics import (
     rmse,
 )
 from .offsets import OffsetRow, offset_experiment
+from .plots import offsets_figure, profile_figure, save_png, sweep_figure
 from .sweep import SweepRow, halo_sweep
 
 __all__ = [
@@ -32,8 +34,12 @@ __all__ = [
     "misclassification_error",
     "nme",
     "offset_experiment",
+    "offsets_figure",
     "OffsetRow",
+    "profile_figure",
     "rmse",
+    "save_png",
     "seam_distance",
+    "sweep_figure",
     "SweepRow",
 ]

@@ -12,12 +12,13 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..errors import ArgumentError
+from .maps import error_profile, seam_distance
 from .metrics import Comparison, compare
 
 __all__ = ["SweepRow", "halo_sweep"]
@@ -40,6 +41,13 @@ class SweepRow:
         ``seconds`` over the wall time of the whole-image reference.
     tiles : int
         Tiles run.
+    profile_distances : numpy.ndarray of int, shape (k,), optional
+        Distances (pixels) to the nearest ZoR seam of this halo's grid that have pixels:
+        the x of the error profile (:func:`~napari_seamless.qa.error_profile`). Empty when
+        the grid has one tile (no seam); ``None`` for rows made without a profile.
+    profile_mean : numpy.ndarray of float64, shape (k,), optional
+        Mean ``|scores - reference|`` (averaged over classes) of the pixels at each of
+        ``profile_distances``.
     """
 
     halo: int
@@ -47,6 +55,9 @@ class SweepRow:
     seconds: float
     relative_runtime: float
     tiles: int
+    # arrays: left out of == and repr (an array has no single truth value)
+    profile_distances: np.ndarray | None = field(default=None, compare=False, repr=False)
+    profile_mean: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 def _timed(pred: Any, image: Any, tile: Any, kwargs: dict) -> tuple[np.ndarray, float]:
@@ -87,7 +98,8 @@ def halo_sweep(
     Returns
     -------
     list of SweepRow
-        One per halo, in the order given.
+        One per halo, in the order given, each with its error profile (mean
+        ``|scores - reference|`` against the distance to the nearest ZoR seam).
 
     Raises
     ------
@@ -107,6 +119,12 @@ def halo_sweep(
         pred.halo = (int(h),) * predictor.ndim
         scores, seconds = _timed(pred, image, tile, run_kwargs)
         comparison = compare(reference, scores, reference_labels, pred.labels(scores))
-        tiles = len(pred.grid(spatial, tile, run_kwargs.get("border", "clip")))
-        rows.append(SweepRow(int(h), comparison, seconds, seconds / ref_seconds, tiles))
+        grid = pred.grid(spatial, tile, run_kwargs.get("border", "clip"))
+        # averaged over classes here: error_profile then takes one (*spatial) array
+        difference = np.abs(scores - reference).mean(axis=0, dtype=np.float64)
+        distances, mean = error_profile(difference, seam_distance(grid))
+        del scores, difference
+        rows.append(
+            SweepRow(int(h), comparison, seconds, seconds / ref_seconds, len(grid), distances, mean)
+        )
     return rows
