@@ -318,10 +318,22 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
             f"{r.relative_runtime:.2f}x{mark}"
         )
     print(f"seamless: wrote {table}", file=sys.stderr)
+    _sweep_plots(rows, exact, f"{Path(args.image).name}: {loaded.name}, tile {args.tile}", out)
     if args.offsets:
         offsets = _range(args.offsets, "--offsets")
         _offset_table(loaded, pred, image, axes, offsets, out, args)
     return 0
+
+
+def _sweep_plots(rows: list[Any], exact: int, title: str, out: Path) -> None:
+    """``out/halo_sweep.png`` and ``out/error_profile.png`` (Agg, each swapped in whole)."""
+    from .qa import profile_figure, save_png, sweep_figure
+
+    for name, figure in (
+        ("halo_sweep.png", sweep_figure(rows, exact, title=title)),
+        ("error_profile.png", profile_figure(rows, exact_halo=exact, title=title)),
+    ):
+        print(f"seamless: wrote {save_png(figure, out / name)}", file=sys.stderr)
 
 
 def _offset_table(
@@ -333,12 +345,12 @@ def _offset_table(
     out: Path,
     args: Any,
 ) -> None:
-    """The stride-offset experiment (paper Fig. 4) in float64, to ``out/offsets.csv``."""
+    """The stride-offset experiment (paper Fig. 4) in float64, to ``out/offsets.csv``/``.png``."""
     import numpy as np
 
     from .engine import to_channel_first
     from .preprocessing import PercentileNormalization
-    from .qa import offset_experiment
+    from .qa import offset_experiment, offsets_figure, save_png
 
     # F and the halo of the analysis already done (``analysed``), not a second analysis
     pred = loaded.predictor(
@@ -358,6 +370,9 @@ def _offset_table(
     for r in rows:
         print(f"{r.offset:<7} {str(r.aligned):<8} {str(r.identical):<10} {r.max_abs:.3g}")
     print(f"seamless: wrote {table}", file=sys.stderr)
+    title = f"{Path(args.image).name}: {loaded.name}, float64"
+    figure = offsets_figure(rows, pred.factor[0], title=title)
+    print(f"seamless: wrote {save_png(figure, out / 'offsets.png')}", file=sys.stderr)
 
 
 def _halo_row(name: str, verify: bool, time_budget: float | None = 30.0) -> dict[str, Any]:
@@ -636,10 +651,16 @@ def build_parser() -> argparse.ArgumentParser:
     co.set_defaults(func=_cmd_compare)
 
     sw = sub.add_parser(
-        "sweep", help="RMSE, ME and runtime at each halo against whole-image inference (CSV)"
+        "sweep",
+        help="RMSE, ME and runtime at each halo against whole-image inference (CSV and PNG)",
     )
     _add_input_arguments(sw)
-    sw.add_argument("-o", "--output", required=True, help="folder for halo_sweep.csv")
+    sw.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="folder for halo_sweep.csv, halo_sweep.png and error_profile.png",
+    )
     sw.add_argument("--model", default="nuclei", help="any model predict accepts (default nuclei)")
     sw.add_argument("--tile", type=int, default=512, help="window size in pixels (default 512)")
     sw.add_argument(
@@ -651,7 +672,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--offsets",
         default=None,
         help="also the stride-offset experiment (paper Fig. 4) in float64 for these offsets, "
-        "e.g. 0:32, to offsets.csv",
+        "e.g. 0:32, to offsets.csv and offsets.png",
     )
     sw.add_argument("--device", default=None, help="torch device (default: cuda if available)")
     sw.add_argument("--time-budget", type=float, default=30.0, metavar="S")
