@@ -334,8 +334,13 @@ def test_bad_settings_are_one_sentence(image, settings, error, message):
 
 def test_settings_cannot_change_a_built_predictor(image):
     pred = Predictor(_net(), **FAST)
-    with pytest.raises(ArgumentError, match="dtype, halo cannot change a Predictor"):
+    with pytest.raises(ArgumentError, match="dtype cannot change a Predictor"):
         predict(pred, image, tile=16, dtype="float64", halo=2)
+    # a halo is a setting of the run, not of the Predictor: it is taken, the Predictor kept
+    whole = predict(pred, image, tile=None)
+    assert np.abs(predict(pred, image, tile=16, halo=0) - whole).max() > 1e-4  # seams
+    assert np.abs(predict(pred, image, tile=16) - whole).max() <= 1e-6
+    assert pred.halo == (1, 1)
     with pytest.raises(ArgumentError, match="ndim cannot change"):
         predict(pred, image, tile=16, ndim=3)
     assert predict(pred, image, tile=16, ndim=2).shape == (2, *SHAPE)  # the same ndim: fine

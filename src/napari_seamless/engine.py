@@ -20,8 +20,9 @@ from typing import Any, Literal
 import numpy as np
 
 from .errors import ArgumentError, ArgumentTypeError, SeamlessError
-from .grid import Border, Tile, TileGrid, pad_to_multiple
+from .grid import Border, Tile, TileGrid, pad_to_multiple, region_tile
 from .io import lazy
+from .overlap import WEIGHTS, OverlapGrid, importance_map
 from .preprocessing import FittedPreprocessing, PercentileNormalization, Preprocessing, check_finite
 from .stores import ArrayStore, Store
 
@@ -38,11 +39,19 @@ __all__ = [
     "InexactHaloWarning",
     "OutputConventionError",
     "ACTIVATIONS",
+    "MODES",
 ]
 
 Output = Literal["probabilities", "labels"]
 Activation = Literal["softmax", "sigmoid", "identity"]
 ACTIVATIONS = ("softmax", "sigmoid", "identity")
+Mode = Literal["exact", "naive", "overlap-average"]
+MODES = ("exact", "naive", "overlap-average")
+MODE_HELP = (
+    "'exact' (ZoR + halo: equals whole-image inference at the computed halo), 'naive' (halo "
+    "0: hard tiles with seams) or 'overlap-average' (overlapping windows blended, the common "
+    "practice; not exact)"
+)
 
 
 class ChannelError(SeamlessError, ValueError):
@@ -712,11 +721,16 @@ class Predictor:
             )
 
     def grid(
-        self, shape: Sequence[int], tile: int | Sequence[int] | None, border: Border = "clip"
+        self,
+        shape: Sequence[int],
+        tile: int | Sequence[int] | None,
+        border: Border = "clip",
+        halo: int | Sequence[int] | None = None,
     ) -> TileGrid:
         """The tile grid for an image of spatial ``shape`` (pixels).
 
         ``tile=None`` gives the whole-image reference: one window, the F-padded image.
+        ``halo`` (pixels, a multiple of F) replaces :attr:`halo` for this grid.
 
         Raises
         ------
@@ -731,7 +745,52 @@ class Predictor:
         if tile is None:
             padded = pad_to_multiple(shape, self.factor)
             return TileGrid(shape, padded, 0, self.factor, border="clip")
-        return TileGrid(shape, tile, self.halo, self.factor, border=border)
+        halo = self.halo if halo is None else _per_axis_arg(halo, "halo", self.ndim, 0)
+        return TileGrid(shape, tile, halo, self.factor, border=border)
+
+    def _check_mode(
+        self, tile: Any, halo: Any, mode: Any, overlap: Any, weights: Any, region: Any
+    ) -> tuple[int, ...] | None:
+        """Refuse a bad mode, halo, overlap, weights or region; return the halo to use."""
+        if mode not in MODES:
+            raise ArgumentError(f"mode must be {MODE_HELP}; got {mode!r}")
+        if weights not in WEIGHTS:
+            raise ArgumentError(
+                f"weights must be 'gaussian' or 'constant' (overlap-average blending), got "
+                f"{weights!r}"
+            )
+        if halo is not None:
+            if mode != "exact":
+                raise ArgumentError(
+                    f"halo is set by the exact mode only; mode {mode!r} "
+                    + ("uses halo 0" if mode == "naive" else "blends overlapping windows")
+                )
+            halo = _per_axis_arg(halo, "halo", self.ndim, 0)
+            for h, f in zip(halo, self.factor, strict=True):
+                if h % f:
+                    lo, hi = (h // f) * f, -(-h // f) * f
+                    raise ArgumentError(
+                        f"halo {h} px is not a multiple of F={f} px (window starts must stay on "
+                        f"the F grid, paper Eq. 2); use {lo} or {hi}"
+                    )
+        if mode == "naive":
+            halo = (0,) * self.ndim
+        if overlap is not None and mode != "overlap-average":
+            raise ArgumentError(f"overlap is a setting of mode 'overlap-average', not {mode!r}")
+        if region is not None and mode != "exact":
+            raise ArgumentError(
+                f"a region is computed as one exact window (the region reference); mode "
+                f"{mode!r} has no region"
+            )
+        if region is not None and tile is not None:
+            raise ArgumentError(
+                "region runs one window (the region plus its halo): leave tile=None"
+            )
+        if mode == "overlap-average" and tile is None:
+            raise ArgumentError(
+                "overlap-average needs a window size: pass tile (pixels, a multiple of F)"
+            )
+        return halo
 
     def _forward(self, windows: list[np.ndarray]) -> np.ndarray:
         import torch
@@ -815,6 +874,11 @@ class Predictor:
         border: Border = "clip",
         batch_size: int = 1,
         order: Sequence[int] | None = None,
+        halo: int | Sequence[int] | None = None,
+        mode: Mode = "exact",
+        overlap: int | float | Sequence[int] | None = None,
+        weights: str = "gaussian",
+        region: Any = None,
     ) -> Iterator[TileEvent]:
         """Compute every ZoR and write it to ``store``, yielding a :class:`TileEvent` each.
 
@@ -853,7 +917,32 @@ class Predictor:
             Windows of equal shape run together.
         order : sequence of int, optional
             Tile indices in the order to compute them (e.g. the visible ones first);
-            default row-major.
+            default row-major. Not with ``mode="overlap-average"`` (row-major only).
+        halo : int or tuple of int, optional
+            Halo in pixels for this run (a multiple of F), in place of :attr:`halo`; below
+            the computed halo the result is no longer exact (for halo studies).
+        mode : {"exact", "naive", "overlap-average"}
+            ``"exact"``: ZoR + halo (Majurski & Bajcsy 2021), equal to whole-image
+            inference at the computed halo. ``"naive"``: halo 0, hard tiles of size
+            ``tile`` (the seams of the paper's Fig. 1). ``"overlap-average"``: windows of
+            size ``tile`` with ``overlap``, outputs blended by ``weights`` (MONAI's
+            ``sliding_window_inference``; see :mod:`napari_seamless.overlap`). The two
+            last are for comparison and never exact. With ``"overlap-average"`` the blend
+            accumulates ``(classes, *spatial)`` sums in memory, and each window's final
+            box (the part no later window covers) is written once.
+        overlap : int, float or tuple, optional
+            ``"overlap-average"`` only: pixels (int) or a fraction of the window (float
+            in [0, 1), MONAI's convention). Default ``2 * halo``: the same windows and
+            stride, hence the same cost, as the exact mode.
+        weights : {"gaussian", "constant"}
+            ``"overlap-average"`` blending weights (see
+            :func:`~napari_seamless.overlap.importance_map`).
+        region : str or sequence of slice, optional
+            Exact mode with ``tile=None``: compute only this region (``"Y0:Y1,X0:X1"`` or
+            slices, image pixels) as one window with the halo on every side (the
+            *region reference*, equal to whole-image inference there at the computed
+            halo; :func:`~napari_seamless.grid.region_tile`). The store receives it in
+            image coordinates.
 
         Yields
         ------
@@ -868,8 +957,11 @@ class Predictor:
             ``normalization`` or ``batch_size`` is of the wrong type.
         ArgumentError
             When called: for an empty or 0-d image, an unknown ``output``,
-            ``normalization`` or ``border``, a ``tile`` with the wrong number of values, or
-            ``batch_size < 1``.
+            ``normalization``, ``border``, ``mode`` or ``weights``, a ``tile`` with the
+            wrong number of values, ``batch_size < 1``, a halo that is not a multiple of
+            F, or settings that do not belong to the mode.
+        RegionError
+            On the first event: if ``region`` is not inside the image.
         ChannelError
             On the first event: if the image does not have the channels the model expects.
         TileSizeError
@@ -882,9 +974,53 @@ class Predictor:
                 f"store must have a write(zor, block) method, got {_kind(store)}{hint}"
             )
         _check_run_args(self.ndim, tile, output, normalization, border, batch_size)
+        self._check_mode(tile, halo, mode, overlap, weights, region)  # before any work
+        if mode == "overlap-average" and order is not None:
+            raise ArgumentError("overlap-average runs its windows in row-major order: drop order")
         if isinstance(normalization, str) and normalization == "default":
             normalization = self.normalization
-        return self._run(image, store, tile, output, axes, normalization, border, batch_size, order)
+        plan = (mode, halo, overlap, weights, region)
+        return self._run(
+            image, store, tile, output, axes, normalization, border, batch_size, order, plan
+        )
+
+    def plan(
+        self,
+        shape: Sequence[int],
+        tile: Any,
+        *,
+        border: Border = "clip",
+        halo: Any = None,
+        mode: Mode = "exact",
+        overlap: Any = None,
+        weights: str = "gaussian",
+        region: Any = None,
+    ) -> TileGrid | OverlapGrid | list[Tile]:
+        """The windows a run with these settings computes, for an image of spatial ``shape``.
+
+        Returns
+        -------
+        TileGrid, OverlapGrid or list of Tile
+            A :class:`~napari_seamless.grid.TileGrid` (exact, naive), an
+            :class:`~napari_seamless.overlap.OverlapGrid` (overlap-average), or the one
+            tile of a region (:func:`~napari_seamless.grid.region_tile`).
+
+        Raises
+        ------
+        ArgumentError, TileSizeError, RegionError
+            As :meth:`run`.
+        """
+        halo = self._check_mode(tile, halo, mode, overlap, weights, region)
+        if region is not None:
+            return [region_tile(shape, region, self.halo if halo is None else halo, self.factor)]
+        if mode == "overlap-average":
+            if tile is not None:
+                tile = _per_axis_arg(tile, "tile", self.ndim, 1)
+            if overlap is None:
+                overlap = tuple(2 * h for h in (self.halo if halo is None else halo))
+                overlap = tuple(min(o, t - 1) for o, t in zip(overlap, tile, strict=True))
+            return OverlapGrid(shape, tile, overlap, self.factor)
+        return self.grid(shape, tile, border, halo)
 
     def _run(
         self,
@@ -897,12 +1033,29 @@ class Predictor:
         border: Border,
         batch_size: int,
         order: Sequence[int] | None,
+        plan: tuple = ("exact", None, None, "gaussian", None),
     ) -> Iterator[TileEvent]:
+        mode, halo, overlap, weights, region = plan
         arr, _ = to_channel_first(image, self.ndim, self.in_channels, axes)
-        grid = self.grid(arr.shape[1:], tile, border)
+        windows_plan = self.plan(
+            arr.shape[1:],
+            tile,
+            border=border,
+            halo=halo,
+            mode=mode,
+            overlap=overlap,
+            weights=weights,
+            region=region,
+        )
         np_dtype = self.np_dtype
         norm = self._normalization(arr, normalization, np_dtype)
-        tiles = [grid[i] for i in order] if order is not None else list(grid)
+        if order is not None and isinstance(windows_plan, TileGrid):
+            tiles = [windows_plan[i] for i in order]
+        else:
+            tiles = list(windows_plan)
+        blend = None
+        if isinstance(windows_plan, OverlapGrid):
+            blend = _Blend(weights, np_dtype, windows_plan.extent)
         done = 0
         batch: list[Tile] = []
 
@@ -916,7 +1069,7 @@ class Predictor:
                 windows.append(norm(w).astype(np_dtype, copy=False))
             probs = self._forward(windows)
             for t, p in zip(batch, probs, strict=True):
-                block = p[(slice(None), *t.crop)]
+                block = p[(slice(None), *t.crop)] if blend is None else blend.add(t, p)
                 if output == "labels":
                     block = self.labels(block)
                 else:
@@ -961,6 +1114,35 @@ class Predictor:
         return channels
 
 
+class _Blend:
+    """Running weighted sums of the overlap-average mode (see :mod:`napari_seamless.overlap`).
+
+    Holds ``(classes, *extent)`` weighted sums and ``(*extent)`` summed weights (allocated
+    at the first window, when the classes are known); :meth:`add` blends one window in and
+    returns its final box, whose value no later window (in row-major order) changes.
+    """
+
+    def __init__(self, weights: str, dtype: type, extent: Sequence[int]) -> None:
+        self.weights, self.dtype, self.extent = weights, dtype, tuple(extent)
+        self.maps: dict[tuple[int, ...], np.ndarray] = {}
+        self.total: np.ndarray | None = None
+        self.count: np.ndarray | None = None
+
+    def add(self, tile: Tile, probs: np.ndarray) -> np.ndarray:
+        shape = probs.shape[1:]
+        if shape not in self.maps:
+            self.maps[shape] = importance_map(shape, self.weights).astype(self.dtype)
+        w = self.maps[shape]
+        if self.total is None:
+            self.total = np.zeros((probs.shape[0], *self.extent), dtype=self.dtype)
+            self.count = np.zeros(self.extent, dtype=self.dtype)
+        win = (slice(None), *tile.window)
+        self.total[win] += probs * w
+        self.count[tile.window] += w
+        box = (slice(None), *tile.zor)
+        return self.total[box] / self.count[tile.zor]
+
+
 PREDICTOR_KEYS = (
     "in_channels",
     "factor",
@@ -971,7 +1153,16 @@ PREDICTOR_KEYS = (
     "threshold",
     "time_budget",
 )
-RUN_KEYS = ("axes", "normalization", "border", "batch_size", "order")
+RUN_KEYS = (
+    "axes",
+    "normalization",
+    "border",
+    "batch_size",
+    "order",
+    "mode",
+    "overlap",
+    "weights",
+)
 
 
 def predict(
@@ -1005,7 +1196,8 @@ def predict(
     ndim : int, optional
         Spatial axes of the model (2 or 3); default: those of its convolutions.
     halo : int or tuple of int, optional
-        Override the halo computed from the model (pixels).
+        Override the halo computed from the model (pixels, a multiple of F); with a
+        Predictor, the halo of this run only.
     out : array-like, optional
         Where to write ``(classes, *spatial)`` scores (a writeable float numpy or zarr
         array); allocated if None.
@@ -1015,7 +1207,8 @@ def predict(
         ``in_channels``, ``factor``, ``device``, ``dtype``, ``exact``, ``activation``,
         ``threshold``, ``time_budget`` for :class:`Predictor` (not with a Predictor:
         it is built already); ``axes``, ``normalization``, ``border``, ``batch_size``,
-        ``order`` for :meth:`Predictor.run`.
+        ``order``, ``mode`` (``"exact"``, ``"naive"``, ``"overlap-average"``),
+        ``overlap``, ``weights`` for :meth:`Predictor.run`.
 
     Returns
     -------
@@ -1100,7 +1293,7 @@ def _run_into(
         )
     settings = {k: kwargs.pop(k) for k in PREDICTOR_KEYS if k in kwargs}
     if isinstance(model, Predictor):
-        given = [*settings, *(["halo"] if halo is not None else [])]
+        given = list(settings)
         if ndim is not None and ndim != model.ndim:
             given.insert(0, "ndim")
         if given:
@@ -1143,6 +1336,8 @@ def _run_into(
         _check_out(out, output, spatial, top=top)
     else:
         _check_out(out, output, spatial, classes=classes)
+    if isinstance(spec, Predictor) and halo is not None:
+        kwargs["halo"] = halo  # a halo for this run; the Predictor keeps its own
     _drain(pred.run(image, ArrayStore(out), tile, output=output, **kwargs), progress)
     return out
 

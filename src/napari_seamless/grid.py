@@ -31,13 +31,26 @@ import numpy as np
 
 from .errors import ArgumentError, SeamlessError
 
-__all__ = ["Tile", "TileGrid", "TileSizeError", "valid_tile_sizes", "pad_to_multiple"]
+__all__ = [
+    "Tile",
+    "TileGrid",
+    "TileSizeError",
+    "RegionError",
+    "valid_tile_sizes",
+    "pad_to_multiple",
+    "parse_region",
+    "region_tile",
+]
 
 Border = Literal["clip", "shift"]
 
 
 class TileSizeError(SeamlessError, ValueError):
     """A tile (window) size that cannot give exact tiling, with the nearest valid sizes."""
+
+
+class RegionError(SeamlessError, ValueError):
+    """A region that is empty, malformed or not inside the image."""
 
 
 def _per_axis(value: int | Sequence[int], ndim: int, name: str) -> tuple[int, ...]:
@@ -311,3 +324,126 @@ class TileGrid:
             f"F {fmt(self.factor)}; {len(self)} tiles ({' x '.join(map(str, self.grid_shape))}); "
             f"overhead {self.overhead:.2f}x"
         )
+
+
+def parse_region(
+    region: str | Sequence[slice] | Sequence[Sequence[int]], shape: Sequence[int]
+) -> tuple[slice, ...]:
+    """A region of an image as one ``slice`` per spatial axis, checked against ``shape``.
+
+    Parameters
+    ----------
+    region : str, sequence of slice or sequence of (start, stop)
+        ``"Y0:Y1,X0:X1"`` (pixels, stop excluded; an empty side means the image edge, as
+        in ``"512:,:1024"``), or one ``slice`` or ``(start, stop)`` pair per axis.
+    shape : sequence of int
+        Spatial shape of the image in pixels.
+
+    Returns
+    -------
+    tuple of slice
+        Non-empty ``[start, stop)`` per axis, inside the image, steps of 1.
+
+    Raises
+    ------
+    RegionError
+        If the region is malformed, has the wrong number of axes, is empty, or reaches
+        outside the image; the message gives the image's extent.
+    """
+    shape = tuple(int(s) for s in shape)
+    extent = ",".join(f"0:{n}" for n in shape)
+    text = region if isinstance(region, str) else None
+    parts: list = []
+    if isinstance(region, str):
+        for part in region.replace(" ", "").split(","):
+            bounds = part.split(":")
+            if len(bounds) != 2:
+                raise RegionError(
+                    f"region {region!r} is not START:STOP per axis; write e.g. {extent} "
+                    f"(the whole image)"
+                )
+            try:
+                parts.append(tuple(int(b) if b else None for b in bounds))
+            except ValueError:
+                raise RegionError(
+                    f"region {region!r} has a bound that is not an integer; write e.g. {extent}"
+                ) from None
+    else:
+        for item in region:
+            if isinstance(item, slice):
+                if item.step not in (None, 1):
+                    raise RegionError(f"region slices must have step 1, got {item}")
+                parts.append((item.start, item.stop))
+            else:
+                start, stop = item
+                parts.append((start, stop))
+    if len(parts) != len(shape):
+        raise RegionError(
+            f"region {text or region!r} has {len(parts)} axes but the image has {len(shape)} "
+            f"(shape {shape}); give one START:STOP per axis, e.g. {extent}"
+        )
+    out = []
+    for (start, stop), n in zip(parts, shape, strict=True):
+        a = 0 if start is None else int(start)
+        b = n if stop is None else int(stop)
+        if not 0 <= a < b <= n:
+            raise RegionError(
+                f"region {text or region!r} is empty or outside the image, whose extent is "
+                f"{extent} (pixels, stop excluded); choose a region inside it"
+            )
+        out.append(slice(a, b))
+    return tuple(out)
+
+
+def region_tile(
+    shape: Sequence[int],
+    region: Sequence[slice],
+    halo: int | Sequence[int],
+    factor: int | Sequence[int],
+) -> Tile:
+    """One window that computes ``region`` exactly: the region's F-aligned box plus the halo.
+
+    The box is widened outward to multiples of F (window starts must be multiples of F,
+    paper section 4.1), then the halo is added on each side and the window is clipped to
+    the F-padded image, as a border tile of a :class:`TileGrid` is. With the exact halo,
+    ``output[(..., *tile.crop)]`` equals whole-image inference on ``region``: the
+    *region reference* of a big image, at the cost of one window.
+
+    Parameters
+    ----------
+    shape : sequence of int
+        Spatial shape of the image (pixels).
+    region : sequence of slice
+        ``[start, stop)`` per axis inside the image (see :func:`parse_region`).
+    halo, factor : int or sequence of int
+        Halo and F per axis in pixels; the halo a multiple of F.
+
+    Returns
+    -------
+    Tile
+        ``index`` 0, ``grid_index`` all 0; ``zor`` is ``region``.
+
+    Raises
+    ------
+    ArgumentError
+        If the halo is not a non-negative multiple of F.
+    RegionError
+        If the region is not inside the image.
+    """
+    shape_t = tuple(int(s) for s in shape)
+    region_t = parse_region(region, shape_t)
+    ndim = len(shape_t)
+    halo_t, factor_t = _per_axis(halo, ndim, "halo"), _per_axis(factor, ndim, "factor")
+    padded = pad_to_multiple(shape_t, factor_t)
+    window, crop = [], []
+    for r, h, f, p in zip(region_t, halo_t, factor_t, padded, strict=True):
+        if f < 1 or h < 0 or h % f:
+            raise ArgumentError(
+                f"halo {h} is not a non-negative multiple of F={f}; use "
+                f"{math.ceil(max(h, 0) / f) * f} (paper Eq. 2)"
+            )
+        a, b = (r.start // f) * f, min(math.ceil(r.stop / f) * f, p)
+        w0, w1 = max(a - h, 0), min(b + h, p)
+        window.append(slice(w0, w1))
+        crop.append(slice(r.start - w0, r.stop - w0))
+    return Tile(0, (0,) * ndim, tuple(window), region_t, tuple(crop))

@@ -12,7 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Store", "ArrayStore", "PyramidStore", "pyramid_shapes"]
+__all__ = ["Store", "ArrayStore", "LabelsStore", "PyramidStore", "pyramid_shapes"]
 
 
 @runtime_checkable
@@ -93,3 +93,32 @@ class PyramidStore:
                 src.append(slice(j0 * step - sl.start, None, step))
             if all(d.stop > d.start for d in dst):
                 level[tuple(dst)] = block[tuple(src)]
+
+
+class LabelsStore:
+    """Turn score blocks into labels for one store, and keep the scores too if asked.
+
+    A run writes probabilities ``(classes, *zor_shape)``; this store writes
+    ``rule(block)`` (labels, ``(*zor_shape)``) into ``labels`` and, when ``scores`` is
+    given, the block itself into ``scores[..., *zor]``, so a viewer shows labels while
+    seam QA later compares the scores (paper Eq. 3 needs them).
+
+    Parameters
+    ----------
+    labels : Store
+        Receives the labels (e.g. a :class:`PyramidStore`).
+    rule : callable
+        ``(classes, *zor_shape)`` scores -> ``(*zor_shape)`` integer labels (e.g.
+        :meth:`~napari_seamless.engine.Predictor.labels`).
+    scores : array-like, shape (classes, *spatial), optional
+        Where the scores are kept (float32).
+    """
+
+    def __init__(self, labels: Store, rule: Any, scores: Any = None) -> None:
+        self.labels, self.rule, self.scores = labels, rule, scores
+
+    def write(self, zor: tuple[slice, ...], block: np.ndarray) -> None:
+        """Write ``rule(block)`` to the labels store and ``block`` to the scores."""
+        if self.scores is not None:
+            self.scores[(Ellipsis, *zor)] = block
+        self.labels.write(zor, self.rule(block))

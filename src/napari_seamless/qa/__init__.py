@@ -21,6 +21,15 @@ from .metrics import (
 )
 from .offsets import OffsetRow, offset_experiment
 from .plots import offsets_figure, profile_figure, save_png, sweep_figure
+from .reference import (
+    Reference,
+    ReferenceTooLargeError,
+    SeamReport,
+    memory_budget,
+    reference,
+    reference_bytes,
+    seam_report,
+)
 from .sweep import SweepRow, halo_sweep
 
 __all__ = [
@@ -37,8 +46,15 @@ __all__ = [
     "offsets_figure",
     "OffsetRow",
     "profile_figure",
+    "Reference",
+    "ReferenceTooLargeError",
+    "SeamReport",
+    "memory_budget",
+    "reference",
+    "reference_bytes",
     "rmse",
     "save_png",
+    "seam_report",
     "seam_distance",
     "sweep_figure",
     "SweepRow",
