@@ -175,6 +175,42 @@ def test_compare_exact_equals_whole_image_and_naive_does_not(capsys):
     assert naive["halo"] == 0 and naive["me"] > 0 and naive["rmse"] > 1e-3
 
 
+def test_compare_overlap_average_and_region_reference(capsys):
+    from napari_seamless.data import DATA_DIR
+
+    image = str(DATA_DIR / "nuclei2d.tif")
+    common = [image, "--tile", "256", "--json"]
+    assert main(["compare", *common, "--mode", "overlap-average", "--overlap", "0.5"]) == 0
+    oa = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert oa["overlap"] == 128 and oa["weights"] == "gaussian" and oa["halo"] is None
+    assert oa["exact"] is False and oa["rmse"] > 1e-4  # the common practice is not exact
+    # a region reference: one exact window; the tiled result compared there only
+    assert main(["compare", *common, "--halo", "80", "--region", "100:300,0:512"]) == 0
+    low = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert low["reference"] == "region" and low["region"] == "100:300,0:512"
+    assert low["me"] > 0 and low["exact"] is False
+    assert main(["compare", *common, "--region", "100:300,0:512"]) == 0
+    exact = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert exact["exact"] is True and exact["me"] == 0 and exact["rmse"] <= 1e-6
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--halo", "70"], "halo 70 px is not a multiple of F=16 px"),
+        (["--region", "0:600,0:3"], "outside the image, whose extent is 0:512,0:512"),
+        (["--budget", "0.01"], "over the memory budget of 10 MiB: choose a region"),
+        (["--mode", "naive", "--halo", "32"], "halo is set by the exact mode only"),
+    ],
+)
+def test_compare_refuses_bad_settings_in_one_sentence(capsys, extra, message):
+    from napari_seamless.data import DATA_DIR
+
+    assert main(["compare", str(DATA_DIR / "nuclei2d.tif"), "--tile", "256", *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
 def test_sweep_writes_a_table_that_is_exact_from_the_computed_halo(tmp_path, capsys):
     import csv
 

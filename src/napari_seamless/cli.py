@@ -194,24 +194,54 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_compare(args: argparse.Namespace) -> int:
-    import warnings
+def _overlap(text: str) -> int | float:
+    """``--overlap``: pixels (``64``) or a fraction of the window (``0.25``)."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither pixels (e.g. 64) nor a fraction of the window (e.g. 0.25)"
+        ) from None
 
-    from .engine import InexactHaloWarning, to_channel_first
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    import time
+
+    from .engine import predict, to_channel_first
+    from .grid import TileGrid, parse_region
     from .models import load_model
-    from .qa import halo_sweep
+    from .qa import reference, seam_report
 
     _, image, axes = _open_input(args)
     loaded = load_model(args.model)
-    to_channel_first(image, loaded.ndim, loaded.in_channels, axes)  # before the analysis
-    halo = 0 if args.mode == "naive" else args.halo
-    with warnings.catch_warnings():  # a halo below the exact one is the point here
-        warnings.simplefilter("ignore", InexactHaloWarning)
-        pred = loaded.predictor(halo=halo, device=args.device, time_budget=args.time_budget or None)
-    # one tiled run against one whole-image run: a sweep of the one halo asked for
-    (row,) = halo_sweep(pred, image, args.tile, [pred.halo[0]], axes=axes)
-    c = row.comparison
-    exact_halo = pred.rf.halo[0] if pred.rf is not None else None
+    arr, _ = to_channel_first(image, loaded.ndim, loaded.in_channels, axes)  # before analysis
+    spatial = arr.shape[1:]
+    if args.region is not None:
+        parse_region(args.region, spatial)  # a bad region is told before the analysis
+    pred = loaded.predictor(device=args.device, time_budget=args.time_budget or None)
+    settings = dict(mode=args.mode, axes=axes)
+    if args.halo is not None:
+        settings["halo"] = args.halo
+    if args.mode == "overlap-average":
+        settings.update(weights=args.weights)
+        if args.overlap is not None:
+            settings["overlap"] = args.overlap
+    plan = pred.plan(spatial, args.tile, **{k: v for k, v in settings.items() if k != "axes"})
+    budget = None if args.budget is None else int(args.budget * 2**30)
+    ref = reference(pred, image, args.region, budget=budget, axes=axes)
+    t0 = time.perf_counter()
+    scores = predict(pred, image, args.tile, **settings)
+    seconds = time.perf_counter() - t0
+    grid = plan if isinstance(plan, TileGrid) else None
+    report = seam_report(ref, scores, pred.labels(scores), grid, seconds, spatial)
+    c = report.comparison
+    exact_halo = pred.halo[0]
+    halo = grid.halo[0] if grid is not None else None
+    region = ",".join(f"{s.start}:{s.stop}" for s in ref.region)
     if args.json:
         print(
             json.dumps(
@@ -220,23 +250,33 @@ def _cmd_compare(args: argparse.Namespace) -> int:
                     "model": loaded.name,
                     "mode": args.mode,
                     "tile": args.tile,
-                    "halo": row.halo,
+                    "halo": halo,
                     "exact_halo": exact_halo,
                     "factor": pred.factor[0],
+                    "overlap": None if grid is not None else plan.overlap[0],
+                    "weights": args.weights if args.mode == "overlap-average" else None,
+                    "reference": "whole image" if ref.whole else "region",
+                    "region": region,
                     "rmse": c.rmse,
                     "me": c.me,
                     "nme": c.nme,
                     "max_abs": c.max_abs,
                     "exact": c.exact,
-                    "relative_runtime": row.relative_runtime,
+                    "relative_runtime": report.relative_runtime,
                 }
             )
         )
     else:
+        how = (
+            f"halo {halo} (exact halo {exact_halo})"
+            if grid is not None
+            else f"overlap {plan.overlap[0]} px, {args.weights} weights"
+        )
+        against = "the whole image" if ref.whole else f"the region reference {region}"
         print(
-            f"{Path(args.image).name}: {args.mode}, tile {args.tile}, halo {row.halo}"
-            f"{f' (exact halo {exact_halo})' if exact_halo is not None else ''}: "
-            f"{c.describe()}; runtime {row.relative_runtime:.2f}x the whole image"
+            f"{Path(args.image).name}: {args.mode}, tile {args.tile}, {how}: {c.describe()} "
+            f"against {against}; runtime {report.relative_runtime:.2f}x whole-image inference"
+            + ("" if ref.whole else " (estimated from the region by pixels)")
         )
     return 0
 
@@ -641,9 +681,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     co.add_argument(
         "--mode",
-        choices=["exact", "naive"],
+        choices=["exact", "naive", "overlap-average"],
         default="exact",
-        help="exact (ZoR + halo, any --halo) or naive (halo 0: hard tiles, for comparison)",
+        help="exact (ZoR + halo, any --halo), naive (halo 0: hard tiles) or overlap-average "
+        "(overlapping windows blended, the common practice); the last two for comparison",
+    )
+    co.add_argument(
+        "--overlap",
+        type=_overlap,
+        default=None,
+        help="overlap-average: pixels (64) or a fraction of the window (0.25); default two "
+        "halos (the cost of the exact mode)",
+    )
+    co.add_argument(
+        "--weights",
+        choices=["gaussian", "constant"],
+        default="gaussian",
+        help="overlap-average blending weights (default gaussian, as MONAI's mode='gaussian')",
+    )
+    co.add_argument(
+        "--region",
+        default=None,
+        metavar="Y0:Y1,X0:X1",
+        help="compare on this region only, against an exact region reference (one window "
+        "with the full halo); needed when the whole image does not fit the memory budget",
+    )
+    co.add_argument(
+        "--budget",
+        type=float,
+        default=None,
+        metavar="GiB",
+        help="memory the reference may take (default: half the free memory)",
     )
     co.add_argument("--device", default=None, help="torch device (default: cuda if available)")
     co.add_argument("--time-budget", type=float, default=30.0, metavar="S")
