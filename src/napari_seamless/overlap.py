@@ -200,6 +200,16 @@ class OverlapGrid:
         n, w = self.extent[axis], min(self.window[axis], self.extent[axis])
         return _axis_starts(n, w, self.stride[axis])
 
+    def boundaries(self, axis: int) -> list[int]:
+        """Final-box boundaries along ``axis`` in image pixels, including 0 and the image size.
+
+        Where one window's output stops being the last word: the seams of this mode, as
+        :meth:`TileGrid.boundaries <napari_seamless.grid.TileGrid.boundaries>` gives ZoR
+        boundaries.
+        """
+        n = self.shape[axis]
+        return sorted({min(a, n) for a in self.starts(axis)} | {n})
+
     @property
     def grid_shape(self) -> tuple[int, ...]:
         """Windows along each axis."""

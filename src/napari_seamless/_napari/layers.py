@@ -64,3 +64,72 @@ def line_width(grid: TileGrid) -> float:
 def placement(image_layer: Any) -> dict[str, Any]:
     """Scale and translate of the image layer's spatial axes, so overlays line up."""
     return {"scale": tuple(image_layer.scale[-2:]), "translate": tuple(image_layer.translate[-2:])}
+
+
+# --- seam QA layers: the |difference| map on a log scale, its legend, the error map ---
+
+LOG_FLOOR = 1e-9  # |difference| below this shows as the floor (float32 rounding is ~1e-7)
+LOG_LIMITS = (-9.0, 0.0)  # log10 of the floor and of the largest possible difference
+LEGEND_TICKS = ("<=1e-9", "1e-6", "1e-3", "1")
+
+
+def log_difference(difference: np.ndarray) -> np.ndarray:
+    """``log10(max(|difference|, 1e-9))`` as float32: an Image layer's data (LOG_LIMITS)."""
+    return np.log10(np.maximum(np.abs(difference), LOG_FLOOR)).astype(np.float32)
+
+
+def legend_rgba(width: int = 256, height: int = 12, colormap: str = "inferno") -> np.ndarray:
+    """A horizontal colour bar of ``colormap`` as ``(height, width, 4)`` uint8 RGBA."""
+    from napari.utils.colormaps import ensure_colormap
+
+    colors = ensure_colormap(colormap).map(np.linspace(0.0, 1.0, width))
+    row = (np.clip(colors, 0, 1) * 255).astype(np.uint8)
+    return np.repeat(row[None], height, axis=0)
+
+
+def error_colormap() -> Any:
+    """Labels colormap of the error map: 1 (label differs) red, everything else clear."""
+    from napari.utils import DirectLabelColormap
+
+    return DirectLabelColormap(color_dict={None: "transparent", 0: "transparent", 1: "red"})
+
+
+def error_marks(error_map: np.ndarray, most: int = 2000) -> np.ndarray:
+    """Where to draw a ring: the differing pixels of ``error_map`` (at most ``most``, spread).
+
+    Returns
+    -------
+    numpy.ndarray, shape (n, 2), float
+        Pixel centres (Y, X) in the map's own coordinates.
+    """
+    where = np.argwhere(np.asarray(error_map) != 0).astype(float)
+    if len(where) > most:
+        where = where[np.linspace(0, len(where) - 1, most).astype(int)]
+    return where.reshape(-1, 2)
+
+
+def line_width_for(image_layer: Any) -> float:
+    """Overlay line width in data pixels for ``image_layer`` (1 px when there is none)."""
+    if image_layer is None:
+        return 1.0
+    shape = image_layer.data[0].shape if image_layer.multiscale else image_layer.data.shape
+    return max(1.0, max(shape[-2:]) / 400)
+
+
+def metrics_text(result_name: str, ref: Any, report: Any) -> str:
+    """The metrics panel: reference, RMSE / ME / NME (paper Eqs. 3-5), max |diff|, runtime."""
+    c = report.comparison
+    if ref.whole:
+        where = "whole image"
+    else:
+        where = "region " + ",".join(f"{s.start}:{s.stop}" for s in ref.region)
+    runtime = report.relative_runtime
+    rel = "n/a" if not np.isfinite(runtime) else f"{runtime:.2f}x"
+    if not ref.whole and np.isfinite(runtime):
+        rel += " (reference scaled by pixels)"
+    verdict = "EXACT: equals whole-image inference" if c.exact else f"NOT EXACT: ME {c.me}"
+    return (
+        f"{result_name}\nvs reference on {where} ({c.pixels} px)\n"
+        f"RMSE {c.rmse:.3g}   ME {c.me}   NME {c.nme:.3g}\n"
+        f"max |diff| {c.max_abs:.3g}\nruntime {rel} of whole-image\n{verdict}"
+    )

@@ -29,9 +29,12 @@ from napari.qt.threading import create_worker
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from ..engine import ChannelError, Predictor, TileEvent, to_channel_first
-from ..grid import TileGrid, TileSizeError
-from ..stores import PyramidStore
+from ..errors import ArgumentError
+from ..grid import RegionError, TileGrid, TileSizeError
+from ..overlap import OverlapGrid
+from ..stores import LabelsStore, PyramidStore
 from . import layers as ov
+from .compare import ComparePanel
 
 if TYPE_CHECKING:
     import napari
@@ -42,7 +45,13 @@ MODEL_CHOICES = [
     ("U-Net, random weights", "unet-random"),
     ("file: TorchScript, state dict, bioimage.io...", FROM_FILE),
 ]
+MODE_CHOICES = [
+    ("exact (ZoR + halo)", "exact"),
+    ("naive: halo 0 (comparison only)", "naive"),
+    ("overlap-average (comparison only)", "overlap-average"),
+]
 REFRESH_INTERVAL_S = 0.2
+SCORES_SHARE = 4  # scores are kept for Compare when they take under 1/4 of the budget
 
 
 def _load_and_analyse(spec: str) -> tuple[Any, Predictor, tuple[int, ...]]:
@@ -61,15 +70,37 @@ def _load_and_analyse(spec: str) -> tuple[Any, Predictor, tuple[int, ...]]:
 def _tiles(
     predictor: Predictor,
     data: Any,
-    store: PyramidStore,
+    store: Any,
     tile: int,
     axes: str | None,
     normalization: Any = "percentile",
+    settings: dict | None = None,
 ):
-    """Worker-thread generator: run the tiles, yield one event each."""
+    """Worker-thread generator: run the tiles (scores into ``store``), yield one event each."""
     yield from predictor.run(
-        data, store, tile, output="labels", axes=axes, normalization=normalization
+        data,
+        store,
+        tile,
+        output="probabilities",
+        axes=axes,
+        normalization=normalization,
+        **(settings or {}),
     )
+
+
+def describe_run(meta: dict) -> str:
+    """What a result layer is, in the words of its name: mode, and why it is not exact.
+
+    ``meta`` is the layer's ``metadata["seamless"]``; the text is empty for an exact run
+    at or above the computed halo.
+    """
+    mode = meta["mode"]
+    if mode == "naive":
+        return "naive (halo 0)"
+    if mode == "overlap-average":
+        return f"overlap-average (overlap {meta['overlap']} px, {meta['weights']})"
+    halo, exact = meta["halo"][0], meta["exact_halo"][0]
+    return f"inexact (halo {halo} < {exact})" if halo < exact else ""
 
 
 class SeamlessWidget(QWidget):
@@ -100,6 +131,7 @@ class SeamlessWidget(QWidget):
         self._t0 = 0.0
         self._problem_shown = False
         self._updating = False
+        self.runs: dict[int, dict] = {}  # id(result layer) -> its scores, plan and time
 
         self.image = ComboBox(label="image", choices=self._image_choices)
         self.model = ComboBox(label="model", choices=MODEL_CHOICES, value="nuclei")
@@ -110,6 +142,13 @@ class SeamlessWidget(QWidget):
             visible=False,
         )
         self.tile = SpinBox(label="tile (px)", min=1, max=16384, step=16, value=512)
+        self.halo = SpinBox(label="halo (px)", min=0, max=4096, step=16, value=0)
+        self.halo_note = Label(label="", value="")
+        self.mode = ComboBox(label="mode", choices=MODE_CHOICES, value="exact")
+        self.overlap = SpinBox(label="overlap (px)", min=0, max=16384, value=0, visible=False)
+        self.weights = ComboBox(
+            label="weights", choices=["gaussian", "constant"], value="gaussian", visible=False
+        )
         self.show_grid = CheckBox(text="show ZoR grid and halo", value=True)
         self.info = Label(label="geometry", value="")
         self.run_button = PushButton(text="Run")
@@ -122,6 +161,11 @@ class SeamlessWidget(QWidget):
                 self.model,
                 self.model_file,
                 self.tile,
+                self.mode,
+                self.halo,
+                self.halo_note,
+                self.overlap,
+                self.weights,
                 self.show_grid,
                 self.info,
                 self.run_button,
@@ -131,11 +175,14 @@ class SeamlessWidget(QWidget):
             ]
         )
         self.status.native.setWordWrap(True)
+        self.halo_note.native.setWordWrap(True)
         line = self.info.native.fontMetrics().lineSpacing()
         self.info.native.setMinimumHeight(4 * line + 4)  # never clip the geometry lines
         self.status.native.setMinimumHeight(4 * line + 4)
+        self.compare = ComparePanel(self)
         layout = QVBoxLayout()
         layout.addWidget(self.container.native)
+        layout.addWidget(self.compare)
         layout.addStretch(1)
         self.setLayout(layout)
         self.setMinimumWidth(320)
@@ -144,6 +191,10 @@ class SeamlessWidget(QWidget):
         self.model.changed.connect(self._on_model_choice)
         self.model_file.changed.connect(self._on_model_choice)
         self.tile.changed.connect(self._update)
+        self.halo.changed.connect(self._update)
+        self.mode.changed.connect(self._on_mode)
+        self.overlap.changed.connect(self._update)
+        self.weights.changed.connect(self._update)
         self.show_grid.changed.connect(self._update)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
@@ -200,9 +251,18 @@ class SeamlessWidget(QWidget):
         self.erf = result[2]
         self.model_name = spec
         factor = self.predictor.factor[0]
-        self.tile.step = factor
-        value = max(self.tile.value, 2 * self.predictor.halo[0] + factor)
-        self.tile.value = int(np.ceil(value / factor) * factor)
+        exact = self.predictor.halo[0]
+        self._updating = True  # one geometry update below, not one per box
+        try:
+            self.halo.step = factor
+            self.halo.max = max(2 * exact, 4 * factor)
+            self.halo.value = exact
+            self.overlap.value = 2 * exact
+            self.tile.step = factor
+            value = max(self.tile.value, 2 * exact + factor)
+            self.tile.value = int(np.ceil(value / factor) * factor)
+        finally:
+            self._updating = False
         status = (
             f"Model {Path(spec).name}: {self.predictor.rf.describe() if self.predictor.rf else ''}."
         )
@@ -243,10 +303,50 @@ class SeamlessWidget(QWidget):
             arr, _ = to_channel_first(
                 data, self.predictor.ndim, self.predictor.in_channels, "YXC" if layer.rgb else None
             )
-            grid = self.predictor.grid(arr.shape[1:], int(self.tile.value), border="clip")
-        except (ChannelError, TileSizeError) as err:
+            grid = self.predictor.plan(arr.shape[1:], int(self.tile.value), **self.settings())
+        except (ChannelError, TileSizeError, ArgumentError, RegionError) as err:
             return str(err), None
         return None, grid
+
+    def settings(self) -> dict[str, Any]:
+        """The run settings of the boxes: mode, and its halo or overlap and weights (pixels)."""
+        mode = self.mode.value
+        if mode == "exact":
+            return {"mode": mode, "halo": int(self.halo.value)}
+        if mode == "overlap-average":
+            return {"mode": mode, "overlap": int(self.overlap.value), "weights": self.weights.value}
+        return {"mode": mode}
+
+    def _on_mode(self, _value: Any = None) -> None:
+        blend = self.mode.value == "overlap-average"
+        self.overlap.visible = self.weights.visible = blend
+        self.halo.enabled = self.mode.value == "exact"
+        self._update()
+
+    def _halo_text(self, grid: Any) -> tuple[str, bool]:
+        """The line under the halo box, and whether it is a warning."""
+        assert self.predictor is not None
+        exact = self.predictor.halo[0]
+        if isinstance(grid, OverlapGrid):
+            return (
+                "overlap-average blends overlapping windows: the result will NOT equal "
+                "whole-image inference (for comparison).",
+                True,
+            )
+        if self.mode.value == "naive":
+            return (
+                "naive: halo 0, hard tiles: the result will NOT equal whole-image inference; "
+                "seams expected (for comparison).",
+                True,
+            )
+        halo = grid.halo[0]
+        if halo < exact:
+            return (
+                f"inexact: halo {halo} < {exact} px. The result will NOT equal whole-image "
+                f"inference (exact from {exact} px).",
+                True,
+            )
+        return f"exact from {exact} px (computed from the model)", False
 
     def _update(self, _value: Any = None, keep_status: bool = False) -> None:
         if self.worker is not None or self._updating:
@@ -263,6 +363,7 @@ class SeamlessWidget(QWidget):
         self.run_button.enabled = problem is None
         if problem is not None:
             self.info.value = ""
+            self._set_halo_note("", False)
             if not keep_status:
                 self._set_status(
                     problem, error=self.predictor is not None or self.image.value is None
@@ -277,13 +378,22 @@ class SeamlessWidget(QWidget):
             notes.append(f"Eq. 1: {rf.eq1[0]}")
         if self.erf:
             notes.append(f"ERF ~{self.erf[0]}")
-        self.info.value = (
-            f"F {grid.factor[0]} px, halo {grid.halo[0]} px"
-            + (f"\n{', '.join(notes)}" if notes else "")
-            + f"\nZoR {grid.zor_size[0]} px, {len(grid)} tiles "
-            + f"({' x '.join(map(str, grid.grid_shape))})\n"
-            + f"overhead {grid.overhead:.2f}x (window/ZoR)"
-        )
+        self._set_halo_note(*self._halo_text(grid))
+        if isinstance(grid, OverlapGrid):
+            self.info.value = (
+                f"F {grid.factor[0]} px, window {grid.window[0]} px\n"
+                f"overlap {grid.overlap[0]} px, stride {grid.stride[0]} px, {len(grid)} "
+                f"windows ({' x '.join(map(str, grid.grid_shape))})\n"
+                f"overhead {grid.overhead:.2f}x (computed/output)"
+            )
+        else:
+            self.info.value = (
+                f"F {grid.factor[0]} px, halo {grid.halo[0]} px"
+                + (f"\n{', '.join(notes)}" if notes else "")
+                + f"\nZoR {grid.zor_size[0]} px, {len(grid)} tiles "
+                + f"({' x '.join(map(str, grid.grid_shape))})\n"
+                + f"overhead {grid.overhead:.2f}x (window/ZoR)"
+            )
         if not keep_status and self._problem_shown:
             self._set_status(f"Ready: model {self.model_name}.")
         self._draw_overlays(grid, 0)
@@ -294,6 +404,10 @@ class SeamlessWidget(QWidget):
             if layer is not None and layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
         self._grid_layer = self._halo_layer = None
+
+    def _set_halo_note(self, text: str, warning: bool) -> None:
+        self.halo_note.value = text
+        self.halo_note.native.setStyleSheet("color: #ffb040;" if warning else "")
 
     def _draw_overlays(self, grid: TileGrid, tile_index: int) -> None:
         layer = self.image.value
@@ -324,7 +438,13 @@ class SeamlessWidget(QWidget):
     def _draw_halo(self, grid: TileGrid, tile_index: int, place: dict | None = None) -> None:
         if not self.show_grid.value or grid.ndim != 2:
             return
-        boxes = ov.tile_boxes(grid, grid[tile_index])
+        if isinstance(grid, TileGrid):
+            tile = grid[tile_index]
+        else:  # overlap-average: windows in row-major order, listed once per grid
+            if getattr(self, "_plan_tiles", (None,))[0] is not grid:
+                self._plan_tiles = (grid, list(grid))
+            tile = self._plan_tiles[1][tile_index]
+        boxes = ov.tile_boxes(grid, tile)
         if self._halo_layer is None or self._halo_layer not in self.viewer.layers:
             place = place or ov.placement(self.image.value)
             self._halo_layer = self.viewer.add_shapes(
@@ -356,27 +476,41 @@ class SeamlessWidget(QWidget):
             return
         image = self.image.value
         data = image.data[0] if image.multiscale else image.data
-        store = PyramidStore.zeros(grid.shape, dtype=np.uint8)
-        levels = store.levels
+        classes = self.predictor.classes()
+        labels = PyramidStore.zeros(grid.shape, dtype=self.predictor.label_dtype(classes))
+        levels = labels.levels
+        scores = None
+        need = 4 * classes * int(np.prod(grid.shape))
+        if need * SCORES_SHARE <= self.compare.budget():
+            scores = np.zeros((classes, *grid.shape), dtype=np.float32)  # for Compare
+        store = LabelsStore(labels, self.predictor.labels, scores)
+        settings = self.settings()
+        meta = {
+            "complete": False,
+            "tiles_done": 0,
+            "tiles_total": len(grid),
+            "model": self.model_name,
+            "mode": settings["mode"],
+            "tile": tuple(int(self.tile.value) for _ in grid.shape),
+            "halo": grid.halo if isinstance(grid, TileGrid) else None,
+            "exact_halo": tuple(self.predictor.halo),
+            "factor": tuple(self.predictor.factor),
+            "overlap": grid.overlap[0] if isinstance(grid, OverlapGrid) else None,
+            "weights": settings.get("weights"),
+            "image": image.name,
+            "seconds": None,
+        }
+        tag = describe_run(meta)
         place = ov.placement(image)
         self.result_layer = self.viewer.add_labels(
             levels if len(levels) > 1 else levels[0],
             multiscale=len(levels) > 1,
-            name=f"{image.name} seamless",
+            name=f"{image.name} seamless{' ' + tag if tag else ''}",
             opacity=0.6,
-            metadata={
-                "seamless": {
-                    "complete": False,
-                    "tiles_done": 0,
-                    "tiles_total": len(grid),
-                    "model": self.model_name,
-                    "tile": grid.tile,
-                    "halo": grid.halo,
-                    "factor": grid.factor,
-                }
-            },
+            metadata={"seamless": meta},
             **place,
         )
+        self.runs[id(self.result_layer)] = {"scores": scores, "grid": grid, "image": image}
         self._raise_overlays()
         self.progress.max = len(grid)
         self.progress.value = 0
@@ -392,6 +526,7 @@ class SeamlessWidget(QWidget):
             int(self.tile.value),
             "YXC" if image.rgb else None,
             self.loaded.normalization if self.loaded is not None else "percentile",
+            settings,
             _start_thread=False,
             _ignore_errors=True,
         )
@@ -428,10 +563,14 @@ class SeamlessWidget(QWidget):
         meta["complete"] = done == total
         layer.refresh()
         elapsed = time.perf_counter() - self._t0
+        meta["seconds"] = elapsed
         if done == total:
             done_text = (
                 f"Done: {total} tiles in {elapsed:.1f} s ({elapsed / total:.2f} s per tile)."
             )
+            tag = describe_run(meta)
+            if tag:
+                done_text += f" This result is {tag}: it does not equal whole-image inference."
             self._set_status(" ".join([done_text, *self._warnings]))  # warnings stay in view
         else:
             layer.name = f"{layer.name} (incomplete)"
