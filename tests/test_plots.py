@@ -75,6 +75,14 @@ def test_sweep_figure_marks_the_exact_halo_and_draws_zeros_on_a_floor():
     assert y[6] == pytest.approx(2.5e-8) and np.isnan(y[7])
     assert [x for x, _ in _open_markers(score)] == [112, 112]  # RMSE and max |difference|
     assert any(t.get_text() == "0" for t in score.get_yticklabels())
+    legend = [t.get_text() for t in score.get_legend().get_texts()]
+    assert legend == [
+        "RMSE",
+        "max |difference|",
+        "1e-6: float32 rounding",
+        "0: open marker on the dotted floor",
+    ]
+    assert me.get_legend() is None  # one legend for the figure
     # the NME axis reads the ME axis divided by the pixels
     (nme,) = me.child_axes
     assert nme.get_ylabel().startswith("NME")
@@ -92,6 +100,8 @@ def test_sweep_figure_redraws_into_the_given_figure_as_rows_arrive():
     assert list(rmse_line.get_xdata()) == [0, 16, 32]
     assert _vertical_lines(score) == [96.0]  # the exact halo is shown before it is run
     assert score.get_xlim()[1] > 96
+    legend = [t.get_text() for t in score.get_legend().get_texts()]
+    assert "0: open marker on the dotted floor" not in legend  # no zero drawn yet
     empty = sweep_figure([], 96, figure=fig)
     assert "no halo run yet" in [t.get_text() for t in empty.axes[2].texts]
 

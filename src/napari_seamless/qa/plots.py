@@ -96,7 +96,7 @@ def _zero_floor(ax: Axes, floor: float, values: Iterable[float]) -> None:
     ax.yaxis.set_minor_locator(NullLocator())
 
 
-def _zero_handle(label: str = "0 (open marker on the dotted floor)") -> Any:
+def _zero_handle(label: str = "0: open marker on the dotted floor") -> Any:
     """A legend entry for the open markers that stand for exact zeros."""
     from matplotlib.lines import Line2D
 
@@ -181,11 +181,26 @@ def sweep_figure(
         ax_score, halos, max_abs, floor, marker="s", color="C1", label="max |difference|"
     )
     ax_score.axhline(FLOAT32_ROUNDING, color="0.3", ls="--", lw=1, label="1e-6: float32 rounding")
-    handles, _ = ax_score.get_legend_handles_labels()
     if zeros or more:
         _zero_floor(ax_score, floor, [*rmse, *max_abs, FLOAT32_ROUNDING])
+    ax_score.set_ylabel("score difference")
+
+    # 2. misclassified pixels
+    me = [float(r.comparison.me) for r in rows]
+    me_zeros = _log_series(ax_me, halos, me, 0.1, marker="D", color="C3")[1]
+    if me_zeros:
+        _zero_floor(ax_me, 0.1, me)
+    elif any(v > 0 for v in me):  # at least a decade, so that some tick is labelled
+        ax_me.set_ylim(max(min(me) / 3, 0.3), max(me) * 3)
+    else:
+        ax_me.set_ylim(0.5, 100)  # nothing drawn yet
+    ax_me.set_ylabel("ME (pixels)")
+    # one legend for the figure, above the top panel (never on the data): the open-marker
+    # convention it explains holds for every panel
+    handles, _ = ax_score.get_legend_handles_labels()
+    if zeros or more or me_zeros:
         handles.append(_zero_handle())
-    ax_score.legend(  # above the panel: never on the data
+    ax_score.legend(
         handles=handles,
         loc="lower left",
         bbox_to_anchor=(0, 1.01),
@@ -194,22 +209,6 @@ def sweep_figure(
         fontsize="small",
         frameon=False,
     )
-    ax_score.set_ylabel("score difference")
-
-    # 2. misclassified pixels
-    me = [float(r.comparison.me) for r in rows]
-    if _log_series(ax_me, halos, me, 0.1, marker="D", color="C3")[1]:
-        _zero_floor(ax_me, 0.1, me)
-        ax_me.legend(
-            handles=[_zero_handle("ME = 0 (on the dotted floor)")],
-            loc="lower left",
-            fontsize="small",
-        )
-    elif any(v > 0 for v in me):  # at least a decade, so that some tick is labelled
-        ax_me.set_ylim(max(min(me) / 3, 0.3), max(me) * 3)
-    else:
-        ax_me.set_ylim(0.5, 100)  # nothing drawn yet
-    ax_me.set_ylabel("ME (pixels)")
     pixels = rows[0].comparison.pixels if rows else 0
     if pixels:
         nme = ax_me.secondary_yaxis("right", functions=(lambda m: m / pixels, lambda n: n * pixels))
