@@ -1,36 +1,19 @@
 """The widget in a real napari viewer under Xvfb: stream, cancel, refuse bad input."""
 
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import tifffile
 
 from napari_seamless._napari import layers as ov
-from napari_seamless._napari.widget import FROM_FILE, SeamlessWidget
+from napari_seamless._napari.widget import FROM_FILE
 from napari_seamless.cli import main as cli_main
 from napari_seamless.data import DATA_DIR
 
-ARTIFACTS = Path(
-    os.environ.get("SEAMLESS_ARTIFACTS", Path(__file__).resolve().parents[2] / "artifacts")
-)
-
-
-@pytest.fixture
-def widget(make_napari_viewer, qtbot):
-    viewer = make_napari_viewer()
-    viewer.window.resize(1400, 900)
-    w = SeamlessWidget(viewer)
-    viewer.window.add_dock_widget(w, name="Exact tiled segmentation", area="right")
-    qtbot.waitUntil(lambda: w.predictor is not None, timeout=60_000)
-    return w
-
-
-def _layer_names(viewer):
-    return [layer.name for layer in viewer.layers]
+from .conftest import ARTIFACTS
+from .conftest import layer_names as _layer_names
 
 
 def test_run_streams_labels_equal_to_cli(widget, qtbot, tmp_path):

@@ -174,10 +174,11 @@ class ComparePanel(QWidget):
         if choice == "whole":
             return None
         if choice == "visible":
-            corners = np.asarray(image.corner_pixels, dtype=float)[:, -2:]
-            if image.multiscale:
-                corners = corners * np.asarray(image.downsample_factors[image.data_level][-2:])
-            lo, hi = corners[0], corners[1] + 1
+            scene = getattr(self.viewer, "scene", None)
+            camera = scene.camera if scene is not None else self.viewer.camera
+            world = ov.visible_box(camera.center, camera.zoom, self.viewer.canvas.size)
+            data = np.array([image.world_to_data(w) for w in world])[:, -2:]
+            lo, hi = data.min(axis=0), data.max(axis=0)
         else:
             layer = self._region_layer()
             if layer is None or len(layer.data) == 0:

@@ -108,6 +108,23 @@ def error_marks(error_map: np.ndarray, most: int = 2000) -> np.ndarray:
     return where.reshape(-1, 2)
 
 
+def visible_box(center: Any, zoom: float, canvas_size: Any) -> np.ndarray:
+    """World corners ``[[y0, x0], [y1, x1]]`` of what a 2D canvas shows.
+
+    Parameters
+    ----------
+    center : sequence of float
+        Camera centre in world units; the last two are (Y, X).
+    zoom : float
+        Screen pixels per world unit.
+    canvas_size : sequence of int
+        Canvas (height, width) in screen pixels.
+    """
+    c = np.asarray(center, dtype=float)[-2:]
+    half = np.asarray(canvas_size, dtype=float)[-2:] / (2.0 * float(zoom))
+    return np.array([c - half, c + half])
+
+
 def line_width_for(image_layer: Any) -> float:
     """Overlay line width in data pixels for ``image_layer`` (1 px when there is none)."""
     if image_layer is None:
