@@ -283,20 +283,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 def _range(text: str, what: str) -> list[int]:
     """``"0:128:16"`` (start:stop:step, stop included) or ``"0,16,96"`` as integers."""
-    from .io import InputError
+    from .qa.sweep import parse_range
 
-    try:
-        if ":" in text:
-            parts = [int(v) for v in text.split(":")]
-            start, stop, step = (parts + [1])[:3] if len(parts) == 2 else parts
-            if step < 1:
-                raise ValueError
-            return list(range(start, stop + 1, step))
-        return [int(v) for v in text.split(",")]
-    except ValueError:
-        raise InputError(
-            f"{what} {text!r} is not START:STOP:STEP or a comma list (e.g. 0:128:16)"
-        ) from None
+    return parse_range(text, what)
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:

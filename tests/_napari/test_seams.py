@@ -179,3 +179,38 @@ def test_visible_region_reference_on_the_mosaic_equals_the_whole_reference(widge
     whole = predict(pred, image.data, None)
     assert np.abs(ref.scores - whole[(slice(None), *region)]).max() <= 1e-6
     assert np.array_equal(ref.labels, whole[(slice(None), *region)].argmax(0))
+
+
+def test_halo_sweep_dock_draws_the_sweep_as_rows_arrive(widget, qtbot):
+    viewer = widget.viewer
+    viewer.open_sample("napari-seamless", "nuclei")
+    widget.tile.value = 256
+    dock = widget.open_sweep()
+    assert dock.halos.value == "0:112:16"  # 0 to one F past the computed halo
+    dock.halos.value = "64,70"
+    dock.run()
+    assert dock.worker is None and "halo 70 on axis 0 is not a non-negative multiple of F=16" in (
+        dock.status.value
+    )
+    dock.halos.value = "0:x"
+    dock.run()
+    assert "is not START:STOP:STEP or a comma list" in dock.status.value
+    dock.halos.value = "64:96:16"
+    seen = []
+    dock.run()
+    dock.worker.yielded.connect(lambda row: seen.append(len(dock.sweep_figure.axes)))
+    with qtbot.waitSignal(dock.worker.finished, timeout=300_000):
+        pass
+    assert len(seen) == 3 and all(n >= 3 for n in seen)  # redrawn after every row
+    table = dock.rows_table()
+    assert list(table[:, 0]) == [64, 80, 96]
+    assert table[0, 2] > 0 and table[1, 2] > 0 and table[2, 2] == 0  # ME
+    assert table[2, 1] <= 1e-6 and np.isfinite(table[:, 3]).all()  # RMSE, runtime
+    assert "exact (ME 0, max |diff| <= 1e-5) from halo 96 px" in dock.status.value
+    # the computed halo is marked on the plot (a vertical line at x = 96)
+    score_ax = dock.sweep_figure.axes[0]
+    assert any(list(line.get_xdata()) == [96, 96] for line in score_ax.get_lines())
+    assert score_ax.get_yscale() == "log"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    widget._sweep_dock.grab().save(str(ARTIFACTS / "halo_sweep_dock.png"))
+    assert widget.open_sweep() is dock  # a second click shows the same dock

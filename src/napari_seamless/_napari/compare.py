@@ -88,6 +88,7 @@ class ComparePanel(QWidget):
         )
         self.draw_button = PushButton(text="Draw region")
         self.compare_button = PushButton(text="Compare with reference")
+        self.sweep_button = PushButton(text="Halo sweep...")
         self.metrics = Label(label="metrics", value="")
         self.container = Container(
             widgets=[
@@ -95,6 +96,7 @@ class ComparePanel(QWidget):
                 self.budget_gib,
                 self.draw_button,
                 self.compare_button,
+                self.sweep_button,
                 self.metrics,
             ]
         )
@@ -125,6 +127,7 @@ class ComparePanel(QWidget):
         self.setLayout(layout)
         self.draw_button.changed.connect(self.draw_region)
         self.compare_button.changed.connect(self.compare)
+        self.sweep_button.changed.connect(lambda _v=None: owner.open_sweep())
 
     # ------------------------------------------------------------------ settings
     def budget(self) -> int:

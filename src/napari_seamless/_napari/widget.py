@@ -132,6 +132,8 @@ class SeamlessWidget(QWidget):
         self._problem_shown = False
         self._updating = False
         self.runs: dict[int, dict] = {}  # id(result layer) -> its scores, plan and time
+        self.sweep: Any = None  # the halo sweep dock, once opened
+        self._sweep_dock: Any = None
 
         self.image = ComboBox(label="image", choices=self._image_choices)
         self.model = ComboBox(label="model", choices=MODEL_CHOICES, value="nuclei")
@@ -583,6 +585,28 @@ class SeamlessWidget(QWidget):
         self.worker = None
         self.cancel_button.enabled = False
         self._update(keep_status=True)
+
+    def open_sweep(self) -> Any:
+        """Dock the halo sweep for this widget's image, model and tile (once; then show it)."""
+        from .sweep import SweepDock
+
+        if self.sweep is not None:
+            try:
+                self.sweep.reset_halos()
+                self._sweep_dock.show()
+                self._sweep_dock.raise_()
+                return self.sweep
+            except RuntimeError:  # the user closed the dock: Qt deleted it
+                self.sweep = None
+        self.sweep = SweepDock(self)
+        self._sweep_dock = self.viewer.window.add_dock_widget(
+            self.sweep, name="Halo sweep", area="right"
+        )
+        # a window of its own, as large as the figures were drawn for: squeezed into the
+        # right-hand column the three panels become unreadable
+        self._sweep_dock.setFloating(True)
+        self._sweep_dock.resize(700, 940)
+        return self.sweep
 
     def _set_status(self, text: str, error: bool = False) -> None:
         self._problem_shown = False

@@ -21,7 +21,7 @@ from ..errors import ArgumentError
 from .maps import error_profile, seam_distance
 from .metrics import Comparison, compare
 
-__all__ = ["SweepRow", "halo_sweep"]
+__all__ = ["SweepRow", "halo_sweep", "parse_range"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,30 @@ class SweepRow:
     profile_mean: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
+def parse_range(text: str, what: str = "halos") -> list[int]:
+    """``"0:128:16"`` (START:STOP:STEP, STOP included; STEP 1 if left out) or ``"0,16,96"``.
+
+    Raises
+    ------
+    ArgumentError
+        If ``text`` is neither form (one sentence naming ``what``).
+    """
+    try:
+        if ":" in text:
+            parts = [int(v) for v in text.split(":")]
+            if len(parts) not in (2, 3):
+                raise ValueError
+            start, stop, step = (parts + [1])[:3]
+            if step < 1:
+                raise ValueError
+            return list(range(start, stop + 1, step))
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise ArgumentError(
+            f"{what} {text!r} is not START:STOP:STEP or a comma list (e.g. 0:128:16)"
+        ) from None
+
+
 def _timed(pred: Any, image: Any, tile: Any, kwargs: dict) -> tuple[np.ndarray, float]:
     """Scores of ``image`` by :func:`~napari_seamless.engine.predict`, and the seconds taken."""
     from ..engine import predict
@@ -76,6 +100,7 @@ def halo_sweep(
     halos: Iterable[int],
     *,
     reference: np.ndarray | None = None,
+    reference_seconds: float | None = None,
     **run_kwargs: Any,
 ) -> list[SweepRow]:
     """Run ``image`` tiled at each halo and compare every result with the reference.
@@ -92,6 +117,8 @@ def halo_sweep(
         Halos in pixels, each a multiple of F and below ``tile / 2``.
     reference : numpy.ndarray, shape (classes, *spatial), optional
         Whole-image scores; computed (one pass, timed) when omitted.
+    reference_seconds : float, optional
+        Wall time of a given ``reference``, for ``relative_runtime`` (NaN without it).
     **run_kwargs
         ``axes``, ``normalization``, ``border``, ``batch_size`` for :meth:`Predictor.run`.
 
@@ -106,7 +133,7 @@ def halo_sweep(
     ArgumentError
         If a halo is not a non-negative multiple of F, or leaves no ZoR in the tile.
     """
-    ref_seconds = float("nan")
+    ref_seconds = float("nan") if reference_seconds is None else float(reference_seconds)
     if reference is None:
         reference, ref_seconds = _timed(predictor, image, None, run_kwargs)
     reference_labels = predictor.labels(reference)  # the model's own rule, not always argmax
