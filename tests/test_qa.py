@@ -140,3 +140,27 @@ def test_sweep_counts_label_errors_by_the_models_own_rule():
     whole = segment(pred, image, None, normalization=None)
     tiled = segment(naive, image, tile, normalization=None)
     assert row.comparison.me == misclassification_error(whole, tiled) > 0
+
+
+def test_random_four_class_unet_on_noise_errs_at_every_halo_below_the_exact_one():
+    """The paper's Table 3 setting (He-initialised random 4-class U-Net, N(0, 1) noise), in
+    float32: ME > 0 at every halo below the computed one, ME = 0 and RMSE at float32
+    rounding from it on; naive and overlap-average tiling differ from the reference."""
+    from napari_seamless.engine import Predictor, predict
+    from napari_seamless.models import UNet, he_init
+    from napari_seamless.qa import compare, halo_sweep
+
+    pred = Predictor(he_init(UNet(classes=4, width=8)).eval(), device="cpu")
+    f, exact = pred.factor[0], pred.halo[0]
+    assert (f, exact) == (16, 96)
+    image = np.random.default_rng(0).standard_normal((512, 512)).astype(np.float32)
+    rows = halo_sweep(pred, image, 256, range(0, exact + f + 1, f), normalization=None)
+    for r in rows:
+        if r.halo < exact:
+            assert r.comparison.me > 0, r
+        else:
+            assert r.comparison.me == 0 and r.comparison.rmse <= 1e-6, r
+    reference = predict(pred, image, None, normalization=None)
+    for mode in ("naive", "overlap-average"):
+        c = compare(reference, predict(pred, image, 256, mode=mode, normalization=None))
+        assert c.me > 0 and c.rmse > 1e-4, (mode, c)

@@ -11,7 +11,7 @@ from .loaders import (
     load_model,
 )
 from .loaders.files import save_checkpoint
-from .unet import UNet, UNetConfig
+from .unet import UNet, UNetConfig, he_init
 
 __all__ = [
     "ACTIVATIONS",
@@ -23,6 +23,7 @@ __all__ = [
     "UNetConfig",
     "builtin_models",
     "declared_halo_warning",
+    "he_init",
     "load_model",
     "save_checkpoint",
 ]

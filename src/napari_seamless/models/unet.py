@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["UNet", "UNetConfig"]
+__all__ = ["UNet", "UNetConfig", "he_init"]
 
 
 @dataclass(frozen=True)
@@ -142,3 +142,35 @@ class UNet(nn.Module):
         for i, up in enumerate(self.up):
             x = up(x, skips[len(skips) - 1 - i])
         return self.head(x)
+
+
+def he_init(module: nn.Module, seed: int = 0) -> nn.Module:
+    """Re-draw every convolution weight from He's normal (fan-in, ReLU gain); biases to 0.
+
+    He et al. (2015) initialisation keeps the activations' variance from layer to layer in
+    a ReLU network, so a random network depends on its whole receptive field about as a
+    trained one does. PyTorch's default (``kaiming_uniform_`` with ``a=sqrt(5)``) shrinks
+    the variance about threefold per layer, and through the ~20 layers of a depth-4 U-Net
+    the far edge of the receptive field fades below float32 rounding: halo studies on
+    such a network see almost no seam. BatchNorm layers keep their identity statistics.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        Changed in place (Conv1d/2d/3d and their transposed forms).
+    seed : int
+        Seed of the draw (``torch.manual_seed``).
+
+    Returns
+    -------
+    torch.nn.Module
+        ``module`` itself.
+    """
+    torch.manual_seed(seed)
+    convs = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d)
+    for m in module.modules():
+        if isinstance(m, (*convs, nn.ConvTranspose3d)):
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return module

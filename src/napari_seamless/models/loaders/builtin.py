@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from ..unet import UNet
+from ..unet import UNet, he_init
 from .base import LoadedModel
 from .files import from_checkpoint
 
@@ -21,6 +21,10 @@ def builtin_models() -> dict[str, str]:
     return {
         "nuclei": "U-Net (depth 4, width 8) trained on fluorescent nuclei; 2 classes (default)",
         "unet-random": "U-Net (depth 4, width 16) with random weights, 1 channel, 2 classes",
+        "unet4-random": (
+            "U-Net (depth 4, width 16), He-initialised random weights, 1 channel, 4 classes: "
+            "the paper's Table 3 setting"
+        ),
     }
 
 
@@ -37,7 +41,8 @@ def load_builtin(name: str) -> LoadedModel:
     Parameters
     ----------
     name : str
-        ``"nuclei"``, ``"unet-random"`` or a key of
+        ``"nuclei"``, ``"unet-random"``, ``"unet4-random"`` (4 classes, He
+        initialisation: see :func:`~napari_seamless.models.unet.he_init`) or a key of
         :data:`~napari_seamless.models.architectures.ARCHITECTURES` (1 channel, 2 classes,
         the paper's widths, seeded random weights).
 
@@ -54,6 +59,9 @@ def load_builtin(name: str) -> LoadedModel:
     if name == "unet-random":
         torch.manual_seed(0)
         return LoadedModel(UNet(width=16).eval(), name, 2, 1, {"kind": "random"})
+    if name == "unet4-random":
+        module = he_init(UNet(width=16, classes=4), seed=0).eval()
+        return LoadedModel(module, name, 2, 1, {"kind": "random", "init": "he"})
     from ..architectures import ARCHITECTURES
 
     torch.manual_seed(0)
