@@ -1,9 +1,9 @@
 """Pictures of the seam QA: the halo sweep, the error profile, the stride-offset experiment.
 
 Each function returns a :class:`matplotlib.figure.Figure` built directly, never through
-``pyplot``: the napari widget embeds the same figure in a ``FigureCanvasQTAgg`` (and redraws
-into it as rows arrive, by passing it back as ``figure``), the CLI saves it with the Agg
-renderer (:func:`save_png`). matplotlib is imported when a function is called, so importing
+``pyplot``, so that a Qt widget can embed the same figure in a ``FigureCanvasQTAgg`` (and
+redraw into it as rows arrive, by passing it back as ``figure``) while the CLI saves it
+with the Agg renderer (:func:`save_png`). matplotlib is imported when a function is called, so importing
 :mod:`napari_seamless.qa` stays numpy-only.
 
 Log axes cannot show 0, and 0 is the answer that matters here (ME = 0 at the exact halo,
@@ -55,7 +55,7 @@ def _floor(values: Iterable[float], default: float) -> float:
 
 def _log_series(
     ax: Axes, x: Sequence[float], y: Sequence[float], floor: float, **style: Any
-) -> bool:
+) -> tuple[Any, bool]:
     """Plot ``y`` on log ``ax``: positive values joined and filled, zeros open on ``floor``.
 
     A zero breaks the line: its height on the floor is a convention, not a value, so no
