@@ -106,6 +106,17 @@ def test_sweep_figure_redraws_into_the_given_figure_as_rows_arrive():
     assert "no halo run yet" in [t.get_text() for t in empty.axes[2].texts]
 
 
+def test_sweep_figure_draws_the_rounding_level_it_is_given():
+    rows = _rows()
+    fig = sweep_figure(rows, 96, rounding=1e-12, rounding_label="float64 rounding")
+    legend = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "1e-12: float64 rounding" in legend and "1e-6: float32 rounding" not in legend
+    dashed = [line for line in fig.axes[0].get_lines() if line.get_linestyle() == "--"]
+    assert [tuple(line.get_ydata()) for line in dashed] == [(1e-12, 1e-12)]
+    bare = sweep_figure(rows, 96, rounding=None)
+    assert not [line for line in bare.axes[0].get_lines() if line.get_linestyle() == "--"]
+
+
 def test_sweep_figure_uses_a_log_runtime_axis_for_a_wide_range():
     rows = _rows()
     rows = [
@@ -136,6 +147,12 @@ def test_profile_figure_has_one_line_per_halo_with_errors():
     mapping = {r.halo: (r.profile_distances, r.profile_mean) for r in rows[:2]}
     (ax2,) = profile_figure(mapping).axes
     assert [line.get_label() for line in ax2.get_lines()][:2] == ["0", "16"]
+    # a mean of exactly 0 between others breaks the line instead of being bridged
+    holes = {0: (np.arange(5), np.array([1e-3, 1e-4, 0.0, 1e-5, 1e-6]))}
+    (ax3,) = profile_figure(holes).axes
+    y = np.asarray(ax3.get_lines()[0].get_ydata(), dtype=float)
+    assert np.isnan(y[2]) and np.isfinite(y[[0, 1, 3, 4]]).all()
+    assert "break" in ax3.get_legend().get_title().get_text()
     bare = SweepRow(0, rows[0].comparison, 1.0, 1.0, 4)  # made without a profile
     with pytest.raises(ValueError, match="no error profile"):
         profile_figure([bare])

@@ -130,13 +130,15 @@ def sweep_figure(
     figure: Figure | None = None,
     *,
     title: str | None = None,
+    rounding: float | None = FLOAT32_ROUNDING,
+    rounding_label: str = "float32 rounding",
 ) -> Figure:
     """The halo sweep as a picture (the paper's Tables 1 and 3): error and cost per halo.
 
     Three panels over a shared x axis, the halo in pixels:
 
     1. score error: RMSE (paper Eq. 3) and max ``|difference|`` of the scores, log y, with
-       the float32 rounding level (1e-6) as a dashed line;
+       the rounding level (``rounding``, 1e-6 for float32) as a dashed line;
     2. misclassification error ME (paper Eq. 4, pixels whose label differs), log y; the right
        axis reads the same points as NME (Eq. 5, the fraction of pixels);
     3. runtime relative to the whole-image reference (linear y from 0, or log y when the
@@ -157,6 +159,11 @@ def sweep_figure(
         6.4 x 7.4 inch figure.
     title : str, optional
         Figure title, e.g. the image, model and tile.
+    rounding : float or None
+        Score difference drawn as a dashed line: what an exact run may still show (1e-6
+        for float32; e.g. 1e-12 for float64); None for no line.
+    rounding_label : str
+        Its legend text, after the value.
 
     Returns
     -------
@@ -175,14 +182,17 @@ def sweep_figure(
     # 1. score error
     rmse = [r.comparison.rmse for r in rows]
     max_abs = [r.comparison.max_abs for r in rows]
-    floor = min(_floor([*rmse, *max_abs], 1e-9), FLOAT32_ROUNDING / 10)
+    levels = [rounding] if rounding else []
+    floor = min([_floor([*rmse, *max_abs], 1e-9), *(v / 10 for v in levels)])
     _, zeros = _log_series(ax_score, halos, rmse, floor, marker="o", color="C0", label="RMSE")
     _, more = _log_series(
         ax_score, halos, max_abs, floor, marker="s", color="C1", label="max |difference|"
     )
-    ax_score.axhline(FLOAT32_ROUNDING, color="0.3", ls="--", lw=1, label="1e-6: float32 rounding")
+    if rounding:
+        label = f"{rounding:.0e}: {rounding_label}".replace("e-0", "e-")
+        ax_score.axhline(rounding, color="0.3", ls="--", lw=1, label=label)
     if zeros or more:
-        _zero_floor(ax_score, floor, [*rmse, *max_abs, FLOAT32_ROUNDING])
+        _zero_floor(ax_score, floor, [*rmse, *max_abs, *levels])
     ax_score.set_ylabel("score difference")
 
     # 2. misclassified pixels
@@ -309,14 +319,16 @@ def profile_figure(
     *,
     exact_halo: int | None = None,
     title: str | None = None,
+    rounding: float | None = FLOAT32_ROUNDING,
+    rounding_label: str = "float32 rounding",
 ) -> Figure:
     """Where tiling errors live: mean ``|score difference|`` against distance to a seam.
 
     One line per halo, coloured from small (dark) to large (light) halo, log y. A pixel
     next to a ZoR seam sees the least context of its window, so errors are largest there
     and fall off with the distance; at the exact halo there is nothing left but rounding.
-    Distances where the mean is exactly 0 are left out of a line (log axis); a halo that is
-    0 at every distance gets a legend entry that says so instead of a line.
+    Distances where the mean is exactly 0 break the line (log axis); a halo that is 0 at
+    every distance gets a legend entry that says so instead of a line.
 
     Parameters
     ----------
@@ -331,6 +343,8 @@ def profile_figure(
         The computed halo in pixels; its line is drawn thicker and labelled "exact".
     title : str, optional
         Figure title.
+    rounding, rounding_label : float or None, str
+        As for :func:`sweep_figure`: the dashed rounding line and its legend text.
 
     Returns
     -------
@@ -360,16 +374,19 @@ def profile_figure(
             continue
         dropped |= not keep.all()
         lw = 2.4 if exact_halo is not None and halo == exact_halo else 1.4
-        ax.plot(distances[keep], mean[keep], "-", color=colour, lw=lw, label=label)
+        y = np.where(keep, mean, np.nan)  # a zero breaks the line: no slope drawn to it
+        ax.plot(distances, y, "-", color=colour, lw=lw, label=label)
     if not any(len(line.get_xdata()) for line in ax.get_lines()):
         ax.set_ylim(1e-9, 1e-1)  # nothing but zeros (or nothing yet): a sensible empty frame
-    ax.axhline(FLOAT32_ROUNDING, color="0.3", ls="--", lw=1, label="1e-6: float32\nrounding")
+    if rounding:
+        label = f"{rounding:.0e}: {rounding_label}".replace("e-0", "e-").replace(": ", ":\n", 1)
+        ax.axhline(rounding, color="0.3", ls="--", lw=1, label=label)
     ax.set_xlabel("distance to the nearest ZoR seam (px)")
     ax.set_ylabel("mean |score difference|")
     ax.set_xlim(left=0)
     ax.grid(True, which="major", alpha=0.25)
     ax.legend(
-        title="halo (px)" + ("\n(means of 0\nnot drawn)" if dropped else ""),
+        title="halo (px)" + ("\n(means of 0 break\nthe lines)" if dropped else ""),
         loc="upper left",
         bbox_to_anchor=(1.01, 1.0),
         fontsize="small",
