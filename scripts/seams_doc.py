@@ -1,33 +1,40 @@
 """Numbers and pictures of ``docs/seams.md``: the halo sweep and the stride-offset experiment.
 
-Two settings, as in Majurski & Bajcsy (2021):
+Two settings, as in Majurski & Bajcsy (2021), and a third that explains a difference:
 
 ``nuclei``
     The default model on the bundled ``nuclei2d.tif`` (512 x 512) with 256-pixel windows, so
-    that there are seams; halos 0 to 112 in steps of F = 16; offsets 0 to 32 (float64). Run
-    through the CLI, exactly as a user would::
+    that there are seams; halos 0 to 112 in steps of F = 16; offsets 0 to 32 (float64); then
+    ``seamless compare`` in the exact, naive and overlap-average modes. Through the command
+    line, exactly as a user would::
 
         seamless sweep src/napari_seamless/data/nuclei2d.tif --tile 256 --halos 0:112:16 \\
             --offsets 0:32 -o DIR
+        seamless compare src/napari_seamless/data/nuclei2d.tif --tile 256 --mode naive --json
 
-``noise``, ``noise-float64``, ``noise-offsets``
-    The paper's Table 3 setting made smaller: a U-Net of the paper's architecture (depth 4,
-    width 64) with 4 classes and random weights (``torch.manual_seed(0)``), on N(0, 1) noise
-    (``numpy.random.default_rng(0)``, float32) of 1024 x 1024 with 512-pixel windows, fed as
-    it is (no normalisation); halos 0 to one F past the exact halo, in float32 (as the
-    paper) and again in float64 (where a difference far below float32 resolution still
-    shows). The offset experiment runs on the top-left 352 x 352 of the noise in float64 (a
-    width-64 U-Net in float64 is slow on a CPU). Through the public API
-    (``qa.halo_sweep``, ``qa.offset_experiment``, ``qa.sweep_figure`` ...).
+``noise-he``
+    The paper's Table 3 setting, smaller: the built-in ``unet4-random`` (the paper's U-Net at
+    width 16, 4 classes, He-initialised random weights) on N(0, 1) noise
+    (``numpy.random.default_rng(0)``, float32, 1024 x 1024, written to a TIFF) with 512-px
+    windows, halos 0 to 112, and the three compare modes. Also through the command line.
+
+``noise-torchinit``, ``noise-torchinit-float64``, ``noise-offsets``
+    The paper's U-Net at its width (64) with 4 classes and PyTorch's default initialisation
+    (``torch.manual_seed(0)``) on the same noise, fed as it is (no normalisation), 512-px
+    windows, in float32 and in float64: its far receptive field fades below float32
+    rounding, which float64 still resolves. The offset experiment runs with it on the
+    top-left 352 x 352 of the noise in float64. Through the public API (``qa.halo_sweep``,
+    ``qa.offset_experiment``, ``qa.sweep_figure`` ...).
 
 Writes ``docs/images/seams_*.png`` and the tables of ``docs/seams.md`` between its
 ``<!-- seams:NAME:start -->`` / ``<!-- seams:NAME:end -->`` markers (only those of the parts
-run). Run from the repository root; on one thread of a 2-core CPU the parts take about 2,
-7, 25 and 5 minutes. The runtimes are wall times: run it on an otherwise idle machine::
+run). Run from the repository root; on one thread of a 2-core CPU the parts take about 3,
+2, 7, 25 and 5 minutes. The runtimes are wall times: run it on an otherwise idle machine::
 
-    OMP_NUM_THREADS=1 python scripts/seams_doc.py                       # everything
-    OMP_NUM_THREADS=1 python scripts/seams_doc.py --only nuclei,noise   # some parts
-    python scripts/seams_doc.py --only noise --size 256 --width 8 --print --images /tmp/x
+    OMP_NUM_THREADS=1 python scripts/seams_doc.py                         # everything
+    OMP_NUM_THREADS=1 python scripts/seams_doc.py --only nuclei,noise-he  # some parts
+    python scripts/seams_doc.py --only noise-torchinit --size 256 --tile 256 --width 8 \\
+        --print --images /tmp/x                                           # a quick look
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ import argparse
 import contextlib
 import csv
 import io
+import json
 import os
 import platform
 import re
@@ -52,9 +60,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "seams.md"
 IMAGES = ROOT / "docs" / "images"
-NUCLEI_HALOS = "0:112:16"
-NUCLEI_OFFSETS = "0:32"
-PARTS = ("nuclei", "noise", "noise-float64", "noise-offsets")
+HALOS = "0:112:16"
+OFFSETS = "0:32"
+PARTS = ("nuclei", "noise-he", "noise-torchinit", "noise-torchinit-float64", "noise-offsets")
 
 
 def sweep_table(rows: list[dict[str, Any]], tile: int) -> str:
@@ -158,38 +166,81 @@ def _read_csv(path: Path) -> list[dict[str, Any]]:
         return list(csv.DictReader(f))
 
 
-def run_nuclei(work: Path, images: Path) -> dict[str, str]:
-    """The default model on nuclei2d.tif through ``seamless sweep``; PNGs copied to ``images``."""
+def _cli(args: list[str]) -> str:
+    """Run ``seamless ARGS`` in this process; its stdout, also echoed."""
     from napari_seamless.cli import main
-    from napari_seamless.data import DATA_DIR
 
-    out = work / "nuclei"
-    image = DATA_DIR / "nuclei2d.tif"
-    args = ["sweep", str(image), "--tile", "256", "--halos", NUCLEI_HALOS]
-    args += ["--offsets", NUCLEI_OFFSETS, "-o", str(out)]
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         code = main(args)
     print(printed.getvalue(), end="")
     if code != 0:
-        raise SystemExit(f"seamless sweep failed ({code})")
-    for name, target in (
-        ("halo_sweep.png", "seams_nuclei_sweep.png"),
-        ("error_profile.png", "seams_nuclei_profile.png"),
-        ("offsets.png", "seams_nuclei_offsets.png"),
-    ):
-        shutil.copyfile(out / name, images / target)
-    rows = _read_csv(out / "halo_sweep.csv")
-    offsets = _read_csv(out / "offsets.csv")
+        raise SystemExit(f"seamless {' '.join(args)} failed ({code})")
+    return printed.getvalue()
+
+
+def _cli_sweep(image: Path, args: list[str], out: Path, images: Path, stem: str) -> list[dict]:
+    """``seamless sweep IMAGE ARGS -o OUT``; its PNGs copied to ``images/STEM_*.png``."""
+    _cli(["sweep", str(image), *args, "-o", str(out)])
+    names = [("halo_sweep.png", "sweep"), ("error_profile.png", "profile")]
+    names += [("offsets.png", "offsets")] if (out / "offsets.png").exists() else []
+    for name, kind in names:
+        shutil.copyfile(out / name, images / f"{stem}_{kind}.png")
+    return _read_csv(out / "halo_sweep.csv")
+
+
+def modes_table(image: Path, args: list[str]) -> str:
+    """Markdown: ``seamless compare`` in the exact, naive and overlap-average modes."""
+    lines = [
+        "| mode | halo / overlap (px) | RMSE | ME (px) | NME | max \\|diff\\| | runtime (x whole) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for mode in ("exact", "naive", "overlap-average"):
+        out = _cli(["compare", str(image), *args, "--mode", mode, "--json"])
+        r = json.loads(out.strip().splitlines()[-1])
+        context = (
+            f"overlap {r['overlap']}, {r['weights']}" if r.get("overlap") else f"halo {r['halo']}"
+        )
+        lines.append(
+            f"| `{mode}` | {context} | {r['rmse']:.3g} | {r['me']} | {r['nme']:.3g} "
+            f"| {r['max_abs']:.3g} | {r['relative_runtime']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def run_nuclei(work: Path, images: Path) -> dict[str, str]:
+    """The default model on nuclei2d.tif through ``seamless sweep`` and ``seamless compare``."""
+    from napari_seamless.data import DATA_DIR
+
+    image = DATA_DIR / "nuclei2d.tif"
+    args = ["--tile", "256", "--halos", HALOS, "--offsets", OFFSETS]
+    rows = _cli_sweep(image, args, work / "nuclei", images, "seams_nuclei")
+    offsets = _read_csv(work / "nuclei" / "offsets.csv")
     return {
         "nuclei-table": sweep_table(rows, 256),
+        "nuclei-modes": modes_table(image, ["--tile", "256"]),
         "paper-table1": paper_table(PAPER_TABLE1, rows),
         "nuclei-offsets": offsets_summary(offsets, int(rows[0]["factor"])),
     }
 
 
+def run_noise_he(work: Path, images: Path, size: int) -> dict[str, str]:
+    """The built-in ``unet4-random`` (He init) on N(0, 1) noise, through the command line."""
+    import tifffile
+
+    image = work / f"noise{size}.tif"
+    tifffile.imwrite(image, _noise(size))
+    model = ["--model", "unet4-random", "--tile", "512"]
+    rows = _cli_sweep(image, [*model, "--halos", HALOS], work / "he", images, "seams_noise_he")
+    return {
+        "noise-he-table": sweep_table(rows, 512),
+        "noise-he-modes": modes_table(image, model),
+        "paper-table3": paper_table(PAPER_TABLE3, rows),
+    }
+
+
 def random_unet4(width: int = 64) -> Any:
-    """The paper's U-Net (depth 4) with 4 classes and seeded random weights, eval mode."""
+    """The paper's U-Net (depth 4), 4 classes, PyTorch's default random init (seed 0), eval."""
     import torch
 
     from napari_seamless.models import UNet
@@ -204,16 +255,15 @@ def _noise(size: int) -> np.ndarray:
 
 
 def run_noise_sweep(size: int, tile: int, width: int, dtype: str, images: Path) -> dict[str, str]:
-    """The halo sweep of the random 4-class U-Net on noise, in ``dtype``, via the public API."""
+    """The halo sweep of :func:`random_unet4` on noise, in ``dtype``, via the public API."""
     from napari_seamless.engine import InexactHaloWarning, Predictor
     from napari_seamless.qa import halo_sweep, profile_figure, save_png, sweep_figure
 
     pred = Predictor(random_unet4(width), device="cpu", dtype=dtype)
     factor, exact = pred.factor[0], pred.halo[0]
     halos = list(range(0, exact + 2 * factor, factor))
-    print(
-        f"noise {size} x {size}, U-Net width {width}, 4 classes, {dtype}: F {factor}, halo {exact}"
-    )
+    print(f"noise {size} x {size}, U-Net width {width}, 4 classes, torch init, {dtype}: ", end="")
+    print(f"F {factor}, halo {exact}")
     with warnings.catch_warnings():  # halos below the exact one are the point here
         warnings.simplefilter("ignore", InexactHaloWarning)
         t0 = time.perf_counter()
@@ -222,7 +272,8 @@ def run_noise_sweep(size: int, tile: int, width: int, dtype: str, images: Path) 
     title = (
         f"N(0, 1) noise {size} x {size}: random 4-class U-Net (width {width}), tile {tile}, {dtype}"
     )
-    stem = "seams_noise" if dtype == "float32" else f"seams_noise_{dtype}"
+    tag = "_torchinit" + ("" if dtype == "float32" else f"_{dtype}")
+    stem = f"seams_noise{tag}"
     # what an exact run may still differ by: float32 rounding, or float64's (eps 2.2e-16)
     level = 1e-6 if dtype == "float32" else 1e-15
     rounding = {"rounding": level, "rounding_label": f"{dtype} rounding"}
@@ -246,10 +297,7 @@ def run_noise_sweep(size: int, tile: int, width: int, dtype: str, images: Path) 
         print(
             "  ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items())
         )
-    name = "noise-table" if dtype == "float32" else f"noise-{dtype}-table"
-    if dtype != "float32":
-        return {name: sweep_table(table, tile)}
-    return {name: sweep_table(table, tile), "paper-table3": paper_table(PAPER_TABLE3, table)}
+    return {f"noise{tag.replace('_', '-')}-table": sweep_table(table, tile)}
 
 
 def run_noise_offsets(size: int, width: int, offsets_size: int, images: Path) -> dict[str, str]:
@@ -318,7 +366,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as work:
         if "nuclei" in parts:
             sections.update(run_nuclei(Path(work), args.images))
-        for dtype, part in (("float32", "noise"), ("float64", "noise-float64")):
+        if "noise-he" in parts:
+            sections.update(run_noise_he(Path(work), args.images, args.size))
+        for dtype, part in (("float32", "noise-torchinit"), ("float64", "noise-torchinit-float64")):
             if part in parts:
                 sections.update(
                     run_noise_sweep(args.size, args.tile, args.width, dtype, args.images)
