@@ -74,3 +74,21 @@ def test_bad_shapes():
         TileGrid((100, 100), (512, 512, 512), 96, 16)
     with pytest.raises(IndexError):
         TileGrid((100, 100), 512, 96, 16).tile_at((1, 0))
+
+
+def test_viewport_order_puts_the_visible_tiles_first_then_spreads_outward():
+    from napari_seamless.grid import viewport_order
+
+    grid = TileGrid((1000, 1300), 512, 96, 16)  # ZoR 320: 4 x 5 tiles
+    box = (slice(700, 900), slice(1000, 1250))  # bottom-right corner
+    order = viewport_order(grid, box)
+    assert sorted(order) == list(range(len(grid)))
+    visible = [
+        t.index
+        for t in grid
+        if all(z.start < b.stop and b.start < z.stop for z, b in zip(t.zor, box, strict=True))
+    ]
+    assert set(order[: len(visible)]) == set(visible) and order[0] == grid.tile_at((2, 3)).index
+    assert order[-1] == grid.tile_at((0, 0)).index  # the farthest tile comes last
+    outside = viewport_order(grid, (slice(5000, 5100), slice(0, 10)))
+    assert sorted(outside) == list(range(len(grid)))  # nothing visible: nearest first

@@ -40,6 +40,7 @@ __all__ = [
     "pad_to_multiple",
     "parse_region",
     "region_tile",
+    "viewport_order",
 ]
 
 Border = Literal["clip", "shift"]
@@ -447,3 +448,36 @@ def region_tile(
         window.append(slice(w0, w1))
         crop.append(slice(r.start - w0, r.stop - w0))
     return Tile(0, (0,) * ndim, tuple(window), region_t, tuple(crop))
+
+
+def viewport_order(grid: TileGrid, box: Sequence[slice]) -> list[int]:
+    """Tile indices with the tiles whose ZoR meets ``box`` first, nearest the box centre first.
+
+    For streaming into a viewer: what the user looks at is computed first, then the rest,
+    spreading outward from the view (the order is a permutation of ``range(len(grid))``,
+    ready for :meth:`Predictor.run(order=...) <napari_seamless.engine.Predictor.run>`).
+
+    Parameters
+    ----------
+    grid : TileGrid
+        The grid of the run.
+    box : sequence of slice
+        The visible region in image pixels, one ``[start, stop)`` per axis (clipped to the
+        image; it may lie partly or wholly outside).
+
+    Returns
+    -------
+    list of int
+        Every tile index once: first those whose ZoR intersects ``box``, then the others,
+        each group sorted by the distance (pixels) from the ZoR centre to the box centre,
+        ties in row-major order.
+    """
+    if len(box) != grid.ndim:
+        raise ArgumentError(f"box has {len(box)} axes but the grid has {grid.ndim}")
+    centre = np.array([(b.start + b.stop) / 2.0 for b in box])
+    keyed = []
+    for t in grid:
+        meets = all(z.start < b.stop and b.start < z.stop for z, b in zip(t.zor, box, strict=True))
+        mid = np.array([(z.start + z.stop) / 2.0 for z in t.zor])
+        keyed.append((not meets, float(np.linalg.norm(mid - centre)), t.index))
+    return [index for *_, index in sorted(keyed)]
