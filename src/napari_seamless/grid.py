@@ -64,6 +64,22 @@ def _per_axis(value: int | Sequence[int], ndim: int, name: str) -> tuple[int, ..
     return out
 
 
+def _tile(index: int, grid_index: tuple[int, ...], parts: Sequence[tuple[slice, ...]]) -> Tile:
+    """A :class:`Tile` from per-axis ``(window, zor, crop)`` slices."""
+    return Tile(
+        index=index,
+        grid_index=tuple(grid_index),
+        window=tuple(p[0] for p in parts),
+        zor=tuple(p[1] for p in parts),
+        crop=tuple(p[2] for p in parts),
+    )
+
+
+def _fmt(values: tuple[int, ...]) -> str:
+    """Per-axis sizes for people: ``"96"`` when all axes agree, else ``"96 x 64"``."""
+    return str(values[0]) if len(set(values)) == 1 else " x ".join(map(str, values))
+
+
 def valid_tile_sizes(halo: int, factor: int, around: int, count: int = 2) -> list[int]:
     """Return valid tile sizes near ``around`` for one axis.
 
@@ -296,14 +312,7 @@ class TileGrid:
         ):
             raise IndexError(f"tile {gi} outside grid of shape {self.grid_shape}")
         parts = [self._axis_tile(ax, k) for ax, k in enumerate(gi)]
-        index = int(np.ravel_multi_index(gi, self.grid_shape))
-        return Tile(
-            index=index,
-            grid_index=gi,
-            window=tuple(p[0] for p in parts),
-            zor=tuple(p[1] for p in parts),
-            crop=tuple(p[2] for p in parts),
-        )
+        return _tile(int(np.ravel_multi_index(gi, self.grid_shape)), gi, parts)
 
     def __iter__(self) -> Iterator[Tile]:
         for gi in product(*(range(n) for n in self.grid_shape)):
@@ -316,10 +325,7 @@ class TileGrid:
 
     def describe(self) -> str:
         """One line for people: ZoR, halo, F, tile count and overhead."""
-
-        def fmt(v: tuple[int, ...]) -> str:
-            return str(v[0]) if len(set(v)) == 1 else " x ".join(map(str, v))
-
+        fmt = _fmt
         return (
             f"tile {fmt(self.tile)} px = ZoR {fmt(self.zor_size)} + 2 x halo {fmt(self.halo)}; "
             f"F {fmt(self.factor)}; {len(self)} tiles ({' x '.join(map(str, self.grid_shape))}); "

@@ -31,7 +31,7 @@ from typing import Literal
 import numpy as np
 
 from .errors import ArgumentError
-from .grid import Tile, pad_to_multiple
+from .grid import Tile, _fmt, _tile, pad_to_multiple
 
 __all__ = ["OverlapGrid", "WEIGHTS", "importance_map"]
 
@@ -224,35 +224,43 @@ class OverlapGrid:
         computed = np.prod([min(w, e) for w, e in zip(self.window, self.extent, strict=True)])
         return float(computed * len(self) / np.prod(self.shape))
 
+    def _axis_tile(self, axis: int, k: int) -> tuple[slice, slice, slice]:
+        """Window ``k`` along ``axis``: its window, final box and the box in the window."""
+        starts = self.starts(axis)
+        w, n = min(self.window[axis], self.extent[axis]), self.shape[axis]
+        a = starts[k]
+        stop = starts[k + 1] if k + 1 < len(starts) else n
+        box = slice(min(a, n), min(stop, n))
+        return slice(a, a + w), box, slice(box.start - a, box.stop - a)
+
+    def tile_at(self, grid_index: Sequence[int]) -> Tile:
+        """The window at grid coordinates ``grid_index`` as a :class:`Tile` (``zor``: final box).
+
+        Raises
+        ------
+        IndexError
+            If ``grid_index`` is outside :attr:`grid_shape`.
+        """
+        gi = tuple(int(k) for k in grid_index)
+        shape = self.grid_shape
+        if len(gi) != self.ndim or any(not 0 <= k < n for k, n in zip(gi, shape, strict=False)):
+            raise IndexError(f"window {gi} outside grid of shape {shape}")
+        parts = [self._axis_tile(ax, k) for ax, k in enumerate(gi)]
+        return _tile(int(np.ravel_multi_index(gi, shape)), gi, parts)
+
     def __iter__(self) -> Iterator[Tile]:
         """Windows in row-major order as :class:`Tile`: ``zor`` is the final box."""
-        per_axis = []
-        for ax in range(self.ndim):
-            starts = self.starts(ax)
-            w = min(self.window[ax], self.extent[ax])
-            n = self.shape[ax]
-            items = []
-            for i, a in enumerate(starts):
-                stop = starts[i + 1] if i + 1 < len(starts) else n
-                box = slice(min(a, n), min(stop, n))
-                items.append((slice(a, a + w), box, slice(box.start - a, box.stop - a)))
-            per_axis.append(items)
-        for index, gi in enumerate(product(*(range(len(p)) for p in per_axis))):
-            parts = [per_axis[ax][k] for ax, k in enumerate(gi)]
-            yield Tile(
-                index=index,
-                grid_index=tuple(gi),
-                window=tuple(p[0] for p in parts),
-                zor=tuple(p[1] for p in parts),
-                crop=tuple(p[2] for p in parts),
-            )
+        for gi in product(*(range(n) for n in self.grid_shape)):
+            yield self.tile_at(gi)
+
+    def __getitem__(self, index: int) -> Tile:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"window index {index} out of range for {len(self)} windows")
+        return self.tile_at(np.unravel_index(index % len(self), self.grid_shape))
 
     def describe(self) -> str:
         """One line for people: window, overlap, stride, windows and overhead."""
-
-        def fmt(v: tuple[int, ...]) -> str:
-            return str(v[0]) if len(set(v)) == 1 else " x ".join(map(str, v))
-
+        fmt = _fmt
         return (
             f"overlap-average: window {fmt(self.window)} px, overlap {fmt(self.overlap)} px "
             f"(stride {fmt(self.stride)}); {len(self)} windows "

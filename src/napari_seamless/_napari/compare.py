@@ -58,10 +58,9 @@ def _compare_job(
 
 
 def _default_budget_gib() -> float:
-    from ..io import _available_memory
+    from ..qa import memory_budget
 
-    have = _available_memory()
-    return round((have if have is not None else 8 * 2**30) / 2 / 2**30, 1)
+    return round(memory_budget() / 2**30, 1)
 
 
 class ComparePanel(QWidget):
@@ -253,8 +252,8 @@ class ComparePanel(QWidget):
         grid = run["grid"]
         try:
             region = self.region(image, grid.shape)
-            if region is None and reference_bytes(owner.predictor, grid.shape) > self.budget():
-                need = reference_bytes(owner.predictor, grid.shape) / 2**30
+            need = reference_bytes(owner.predictor, grid.shape) / 2**30
+            if region is None and need * 2**30 > self.budget():
                 raise ReferenceTooLargeError(
                     f"the whole-image reference ({' x '.join(map(str, grid.shape))} px) needs "
                     f"about {need:.1f} GiB, over the memory budget of "

@@ -58,7 +58,12 @@ def tile_boxes(grid: TileGrid, tile: Tile) -> list[np.ndarray]:
 
 def line_width(grid: TileGrid) -> float:
     """Overlay line width in data pixels, readable at full view of the image."""
-    return max(1.0, max(grid.shape) / 400)
+    return _width(grid.shape)
+
+
+def _width(shape: Any) -> float:
+    """Line width in data pixels for a 2D ``shape``: 1 px per 400 px of its long side."""
+    return max(1.0, max(shape[-2:]) / 400)
 
 
 def placement(image_layer: Any) -> dict[str, Any]:
@@ -130,7 +135,7 @@ def line_width_for(image_layer: Any) -> float:
     if image_layer is None:
         return 1.0
     shape = image_layer.data[0].shape if image_layer.multiscale else image_layer.data.shape
-    return max(1.0, max(shape[-2:]) / 400)
+    return _width(shape)
 
 
 def metrics_text(result_name: str, ref: Any, report: Any) -> str:

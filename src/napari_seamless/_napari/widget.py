@@ -440,13 +440,7 @@ class SeamlessWidget(QWidget):
     def _draw_halo(self, grid: TileGrid, tile_index: int, place: dict | None = None) -> None:
         if not self.show_grid.value or grid.ndim != 2:
             return
-        if isinstance(grid, TileGrid):
-            tile = grid[tile_index]
-        else:  # overlap-average: windows in row-major order, listed once per grid
-            if getattr(self, "_plan_tiles", (None,))[0] is not grid:
-                self._plan_tiles = (grid, list(grid))
-            tile = self._plan_tiles[1][tile_index]
-        boxes = ov.tile_boxes(grid, tile)
+        boxes = ov.tile_boxes(grid, grid[tile_index])
         if self._halo_layer is None or self._halo_layer not in self.viewer.layers:
             place = place or ov.placement(self.image.value)
             self._halo_layer = self.viewer.add_shapes(

@@ -93,13 +93,13 @@ def reference_bytes(predictor: Any, shape: Sequence[int]) -> int:
     return int(_bytes_per_pixel(predictor) * float(np.prod(padded)))
 
 
-def memory_budget(predictor: Any) -> int:
+def memory_budget(predictor: Any = None) -> int:
     """Bytes a reference may take by default: half the free memory of the model's device.
 
-    CUDA: half of ``torch.cuda.mem_get_info`` free memory; CPU: half of the system's
-    available memory (Linux ``MemAvailable``; 4 GiB when unknown).
+    CUDA: half of ``torch.cuda.mem_get_info`` free memory; CPU (or no ``predictor``): half
+    of the system's available memory (Linux ``MemAvailable``; 4 GiB when unknown).
     """
-    if getattr(predictor.device, "type", "cpu") == "cuda":
+    if predictor is not None and getattr(predictor.device, "type", "cpu") == "cuda":
         import torch
 
         free, _ = torch.cuda.mem_get_info(predictor.device)

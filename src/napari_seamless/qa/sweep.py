@@ -9,7 +9,6 @@ more tiles, as in the paper. Torch is used only through the engine.
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -84,12 +83,14 @@ def parse_range(text: str, what: str = "halos") -> list[int]:
         ) from None
 
 
-def _timed(pred: Any, image: Any, tile: Any, kwargs: dict) -> tuple[np.ndarray, float]:
+def _timed(
+    pred: Any, image: Any, tile: Any, kwargs: dict, halo: int | None = None
+) -> tuple[np.ndarray, float]:
     """Scores of ``image`` by :func:`~napari_seamless.engine.predict`, and the seconds taken."""
     from ..engine import predict
 
     t0 = time.perf_counter()
-    scores = predict(pred, image, tile, **kwargs)
+    scores = predict(pred, image, tile, halo=halo, **kwargs)
     return scores, time.perf_counter() - t0
 
 
@@ -142,11 +143,9 @@ def halo_sweep(
     for h in halos:
         if not isinstance(h, (int, np.integer)) or h < 0:
             raise ArgumentError(f"halos must be non-negative integers (pixels), got {h!r}")
-        pred = copy.copy(predictor)  # shares the model; only the halo differs
-        pred.halo = (int(h),) * predictor.ndim
-        scores, seconds = _timed(pred, image, tile, run_kwargs)
-        comparison = compare(reference, scores, reference_labels, pred.labels(scores))
-        grid = pred.grid(spatial, tile, run_kwargs.get("border", "clip"))
+        scores, seconds = _timed(predictor, image, tile, run_kwargs, halo=int(h))
+        comparison = compare(reference, scores, reference_labels, predictor.labels(scores))
+        grid = predictor.grid(spatial, tile, run_kwargs.get("border", "clip"), halo=int(h))
         # averaged over classes here: error_profile then takes one (*spatial) array
         difference = np.abs(scores - reference).mean(axis=0, dtype=np.float64)
         distances, mean = error_profile(difference, seam_distance(grid))
