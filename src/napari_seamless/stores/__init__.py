@@ -6,6 +6,7 @@ the model or the grid; the engine hands them image-coordinate slices. No torch, 
 
 from __future__ import annotations
 
-from .array import ArrayStore, LabelsStore, PyramidStore, Store, pyramid_shapes
+from .array import ArrayStore, LabelsStore, Store
+from .pyramid import PyramidStore, level_slices, pyramid_shapes
 
-__all__ = ["Store", "ArrayStore", "LabelsStore", "PyramidStore", "pyramid_shapes"]
+__all__ = ["Store", "ArrayStore", "LabelsStore", "PyramidStore", "level_slices", "pyramid_shapes"]
