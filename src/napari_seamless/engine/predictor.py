@@ -19,12 +19,18 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .errors import ArgumentError, ArgumentTypeError, SeamlessError
-from .grid import Border, Tile, TileGrid, pad_to_multiple, region_tile
-from .io import lazy
-from .overlap import WEIGHTS, OverlapGrid, importance_map
-from .preprocessing import FittedPreprocessing, PercentileNormalization, Preprocessing, check_finite
-from .stores import ArrayStore, Store
+from ..errors import ArgumentError, ArgumentTypeError, SeamlessError
+from ..grid import Border, Tile, TileGrid, pad_to_multiple, region_tile
+from ..io import lazy
+from ..overlap import WEIGHTS, OverlapGrid, importance_map
+from ..preprocessing import (
+    FittedPreprocessing,
+    PercentileNormalization,
+    Preprocessing,
+    check_finite,
+)
+from ..stores import ArrayStore, Store
+from .executors import Executor, PipelineStats, RunSteps, Schedule, SerialExecutor
 
 __all__ = [
     "Predictor",
@@ -343,7 +349,7 @@ def _resolve(
     """
     import torch
 
-    from .models import LoadedModel, load_model
+    from ..models import LoadedModel, load_model
 
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model)
@@ -657,7 +663,7 @@ class Predictor:
     ) -> None:
         import torch
 
-        from .analysis import receptive_field
+        from ..analysis import receptive_field
 
         if isinstance(model, Predictor):
             raise ArgumentTypeError(
@@ -879,7 +885,8 @@ class Predictor:
         overlap: int | float | Sequence[int] | None = None,
         weights: str = "gaussian",
         region: Any = None,
-    ) -> Iterator[TileEvent]:
+        executor: Executor | None = None,
+    ) -> TileRun:
         """Compute every ZoR and write it to ``store``, yielding a :class:`TileEvent` each.
 
         The arguments are checked when ``run`` is called; the image is analysed (channels,
@@ -943,11 +950,19 @@ class Predictor:
             *region reference*, equal to whole-image inference there at the computed
             halo; :func:`~napari_seamless.grid.region_tile`). The store receives it in
             image coordinates.
+        executor : Executor, optional
+            How the tiles are carried out: :class:`~napari_seamless.engine.SerialExecutor`
+            (default: read, run, write in turn) or
+            :class:`~napari_seamless.engine.ThreadedExecutor` (windows read and
+            normalised by background threads ahead of the model, ZoRs written behind it;
+            the same result, the model busier). ``"overlap-average"`` always runs serially.
 
-        Yields
-        ------
-        TileEvent
-            After each tile's ZoR is written.
+        Returns
+        -------
+        TileRun
+            An iterator of :class:`TileEvent`, one after each tile's ZoR is written; its
+            ``prioritize(indices)`` moves pending tiles to the front while the run goes,
+            and ``stats`` tells where the time went.
 
         Raises
         ------
@@ -979,9 +994,24 @@ class Predictor:
             raise ArgumentError("overlap-average runs its windows in row-major order: drop order")
         if isinstance(normalization, str) and normalization == "default":
             normalization = self.normalization
+        if executor is not None and not callable(getattr(executor, "execute", None)):
+            raise ArgumentTypeError(
+                f"executor must be an Executor (SerialExecutor(), ThreadedExecutor()), got "
+                f"{_kind(executor)}"
+            )
         plan = (mode, halo, overlap, weights, region)
         return self._run(
-            image, store, tile, output, axes, normalization, border, batch_size, order, plan
+            image,
+            store,
+            tile,
+            output,
+            axes,
+            normalization,
+            border,
+            batch_size,
+            order,
+            plan,
+            executor,
         )
 
     def plan(
@@ -1034,59 +1064,22 @@ class Predictor:
         batch_size: int,
         order: Sequence[int] | None,
         plan: tuple = ("exact", None, None, "gaussian", None),
-    ) -> Iterator[TileEvent]:
-        mode, halo, overlap, weights, region = plan
-        arr, _ = to_channel_first(image, self.ndim, self.in_channels, axes)
-        windows_plan = self.plan(
-            arr.shape[1:],
+        executor: Any = None,
+    ) -> TileRun:
+        return TileRun(
+            self,
+            image,
+            store,
             tile,
-            border=border,
-            halo=halo,
-            mode=mode,
-            overlap=overlap,
-            weights=weights,
-            region=region,
+            output,
+            axes,
+            normalization,
+            border,
+            batch_size,
+            order,
+            plan,
+            executor,
         )
-        np_dtype = self.np_dtype
-        norm = self._normalization(arr, normalization, np_dtype)
-        if order is not None and isinstance(windows_plan, TileGrid):
-            tiles = [windows_plan[i] for i in order]
-        else:
-            tiles = list(windows_plan)
-        blend = None
-        if isinstance(windows_plan, OverlapGrid):
-            blend = _Blend(weights, np_dtype, windows_plan.extent)
-        done = 0
-        batch: list[Tile] = []
-
-        def flush() -> Iterator[TileEvent]:
-            nonlocal done
-            windows = []
-            for t in batch:
-                w = read_window(arr, t.window)
-                box = ", ".join(f"{z.start}:{z.stop}" for z in t.zor)
-                check_finite(w, f"the window of the tile whose ZoR is ({box})")
-                windows.append(norm(w).astype(np_dtype, copy=False))
-            probs = self._forward(windows)
-            for t, p in zip(batch, probs, strict=True):
-                block = p[(slice(None), *t.crop)] if blend is None else blend.add(t, p)
-                if output == "labels":
-                    block = self.labels(block)
-                else:
-                    block = (
-                        block.astype(np.float32, copy=False) if self.dtype == "float32" else block
-                    )
-                store.write(t.zor, block)
-                done += 1
-                yield TileEvent(t, done, len(tiles))
-            batch.clear()
-
-        for t in tiles:
-            if batch and (len(batch) >= batch_size or t.window_shape != batch[0].window_shape):
-                yield from flush()
-            batch.append(t)
-        if batch:
-            yield from flush()
 
     @staticmethod
     def _normalization(
@@ -1112,6 +1105,144 @@ class Predictor:
             channels = int(self._tensor(self.model(x)).shape[1])
         self._check_channels(channels)
         return channels
+
+
+class TileRun:
+    """A run of :meth:`Predictor.run`: an iterator of :class:`TileEvent`, one per tile.
+
+    The image is analysed (channels, normalisation statistics) and the tiles computed as
+    the events are consumed; :meth:`close` (or dropping the iterator) stops the run between
+    tiles, and every event comes after its ZoR is in the store.
+
+    Attributes
+    ----------
+    stats : PipelineStats
+        Time inside the forward pass, reading, writing and waiting, and the wall time
+        (filled as the run goes; ``stats.efficiency`` = forward / wall).
+    grid : TileGrid, OverlapGrid or list of Tile, or None
+        The windows of the run, known once the first event is asked for.
+    """
+
+    def __init__(
+        self,
+        predictor: Predictor,
+        image: Any,
+        store: Store,
+        tile: Any,
+        output: Output,
+        axes: str | None,
+        normalization: Any,
+        border: Border,
+        batch_size: int,
+        order: Sequence[int] | None,
+        plan: tuple,
+        executor: Any,
+    ) -> None:
+        self.stats = PipelineStats()
+        self.grid: Any = None
+        self._schedule: Schedule | None = None
+        self._first: list[int] | None = None
+        self._events = self._generate(
+            predictor,
+            image,
+            store,
+            tile,
+            output,
+            axes,
+            normalization,
+            border,
+            batch_size,
+            order,
+            plan,
+            executor,
+        )
+
+    def __iter__(self) -> TileRun:
+        return self
+
+    def __next__(self) -> TileEvent:
+        return next(self._events)
+
+    def close(self) -> None:
+        """Stop the run between tiles (reader and writer threads are shut down)."""
+        self._events.close()
+
+    def prioritize(self, indices: Sequence[int]) -> int:
+        """Start the pending tiles with these indices next (e.g. those in view after a pan).
+
+        Thread-safe; before the run has started the order is kept for its start. Returns
+        the number of pending tiles moved (0 before the start).
+        """
+        if self._schedule is None:
+            self._first = [int(i) for i in indices]
+            return 0
+        return self._schedule.prioritize(indices)
+
+    def pending(self) -> list[int]:
+        """Indices of the tiles not started yet, in the order they will start."""
+        return [] if self._schedule is None else self._schedule.pending()
+
+    def _generate(
+        self,
+        pred: Predictor,
+        image: Any,
+        store: Store,
+        tile: Any,
+        output: Output,
+        axes: str | None,
+        normalization: Any,
+        border: Border,
+        batch_size: int,
+        order: Sequence[int] | None,
+        plan: tuple,
+        executor: Any,
+    ) -> Iterator[TileEvent]:
+        mode, halo, overlap, weights, region = plan
+        arr, _ = to_channel_first(image, pred.ndim, pred.in_channels, axes)
+        windows_plan = pred.plan(
+            arr.shape[1:],
+            tile,
+            border=border,
+            halo=halo,
+            mode=mode,
+            overlap=overlap,
+            weights=weights,
+            region=region,
+        )
+        self.grid = windows_plan
+        np_dtype = pred.np_dtype
+        norm = pred._normalization(arr, normalization, np_dtype)
+        if order is not None and isinstance(windows_plan, TileGrid):
+            tiles = [windows_plan[i] for i in order]
+        else:
+            tiles = list(windows_plan)
+        blend = None
+        if isinstance(windows_plan, OverlapGrid):
+            blend = _Blend(weights, np_dtype, windows_plan.extent)
+            executor = SerialExecutor()  # the blend sums depend on the row-major order
+
+        def prepare(t: Tile) -> np.ndarray:
+            w = read_window(arr, t.window)
+            box = ", ".join(f"{z.start}:{z.stop}" for z in t.zor)
+            check_finite(w, f"the window of the tile whose ZoR is ({box})")
+            return norm(w).astype(np_dtype, copy=False)
+
+        def finish(t: Tile, p: np.ndarray) -> None:
+            block = p[(slice(None), *t.crop)] if blend is None else blend.add(t, p)
+            if output == "labels":
+                block = pred.labels(block)
+            elif pred.dtype == "float32":
+                block = block.astype(np.float32, copy=False)
+            store.write(t.zor, block)
+
+        schedule = Schedule(tiles)
+        if self._first:
+            schedule.prioritize(self._first)
+        self._schedule = schedule
+        steps = RunSteps(prepare, pred._forward, finish, batch_size, self.stats)
+        executor = executor if executor is not None else SerialExecutor()
+        for done, t in enumerate(executor.execute(schedule, steps), start=1):
+            yield TileEvent(t, done, len(tiles))
 
 
 class _Blend:
@@ -1159,6 +1290,7 @@ RUN_KEYS = (
     "border",
     "batch_size",
     "order",
+    "executor",
     "mode",
     "overlap",
     "weights",
