@@ -1,7 +1,10 @@
 """Files in and out; the rule here is that a user's files are never lost.
 
-:func:`read_image` is how every input is opened: TIFF (every series and pyramid level,
-memory-mapped where the file allows), zarr arrays, zarr groups and OME-Zarr multiscales.
+:func:`read_image` is how every input is opened: TIFF (every series and pyramid level),
+zarr arrays, zarr groups and OME-Zarr multiscales. Nothing is read whole: an uncompressed,
+contiguous TIFF is memory-mapped; any other TIFF (tiled, compressed, in strips, pyramidal)
+is opened through tifffile's zarr interface, so a read decodes only the strips or tiles it
+touches and a whole-slide image never has to fit in memory; zarr is lazy by nature.
 It says which series / level / array it chose when there was a choice, reads the axes
 from the metadata, and turns every reader failure into one :class:`InputError` sentence
 naming the file and the reason. :func:`select_planes` picks planes of N-D data
@@ -304,8 +307,11 @@ class InputImage:
     Attributes
     ----------
     data : array-like
-        The pixels: a read-only memory map or numpy array (TIFF), or a zarr array (read
-        lazily, a window at a time).
+        The pixels, never read whole: a read-only memory map (uncompressed contiguous
+        TIFF) or a read-only zarr array (any other TIFF, through tifffile's zarr store,
+        which keeps the file open while the array lives; zarr inputs). Indexing with a
+        tuple of slices returns numpy and decodes only the chunks it touches; it has
+        ``shape``, ``dtype`` and ``ndim`` and :func:`lazy` turns it into dask.
     axes : str or None
         Axes from the file's metadata in ``"TZCYX"`` letters (TIFF samples ``S`` become
         ``C``), or None when the file does not name them.
@@ -356,17 +362,24 @@ def read_image(
     Returns
     -------
     InputImage
-        The data (memory-mapped or lazy where the format allows; otherwise read into
-        memory once), its axes if the file names them, and notes on the choices made.
+        The data (memory-mapped or lazy: only the chunks a window touches are ever
+        decoded), its axes if the file names them, and notes on the choices made.
 
     Raises
     ------
     InputError
         If the path does not exist, is not TIFF or zarr, cannot be decoded (empty,
-        truncated, corrupt, another format under a ``.tif`` name), declares more pixels
-        than fit in memory where it must be read whole, has a zero-size axis or a
+        truncated, corrupt, another format under a ``.tif`` name), its header declares
+        more strips / tiles than it holds or data past its end, has a zero-size axis or a
         non-numeric dtype, or the series / level / array asked for is not there. One
         sentence naming the file and the reason.
+
+    Notes
+    -----
+    A TIFF is checked when opened without reading it whole: its layout against the file
+    size, then its first and last chunks are decoded (every chunk when the image is at
+    most 64 MiB). A corrupt chunk in the middle of a larger image is found only when a
+    window reads it; the decoder's error is raised then.
     """
     path = Path(path).expanduser()
     if not path.exists():
@@ -473,56 +486,54 @@ def _tifffile_notes() -> Iterator[list[str]]:
 
 
 def _read_tiff(path: Path, series: int | None, level: int | None) -> InputImage:
+    """Open one series / level of a TIFF: a memory map, or a lazy zarr view of its chunks.
+
+    The file stays open as long as the returned data lives (the zarr store holds it).
+    """
     import tifffile
 
     with _tifffile_notes() as logged:
+        tif = None
         try:
-            with tifffile.TiffFile(path) as tif:
-                all_series = tif.series
-                if not all_series:
-                    raise InputError(f"{path} is a TIFF file without images")
-                n = len(all_series)
-                si = 0 if series is None else int(series)
-                if not 0 <= si < n:
-                    raise InputError(
-                        f"{path} has {n} series (0 to {n - 1}); --series {si} is not one of them"
-                    )
-                levels = all_series[si].levels
-                li = 0 if level is None else int(level)
-                if not 0 <= li < len(levels):
-                    raise InputError(
-                        f"series {si} of {path} has {len(levels)} level(s) (0 to "
-                        f"{len(levels) - 1}); --level {li} is not one of them"
-                    )
-                chosen = levels[li]
-                notes = []
-                if series is None and n > 1:
-                    listing = "; ".join(
-                        f"{i}: {tuple(s.shape)} {s.axes}" for i, s in enumerate(all_series[:6])
-                    )
-                    notes.append(
-                        f"{path.name} holds {n} series ({listing}{'; ...' if n > 6 else ''}); "
-                        "using series 0: choose another with --series N"
-                    )
-                if level is None and len(levels) > 1:
-                    notes.append(
-                        f"series {si} of {path.name} has {len(levels)} pyramid levels; using "
-                        f"level 0 (full resolution, {tuple(chosen.shape)}): choose another "
-                        "with --level N"
-                    )
-                axes = _tiff_axes(chosen.axes)
-                try:
-                    data = tifffile.memmap(path, series=si, level=li, mode="r")
-                except (ValueError, OSError):  # compressed, tiled or truncated: read whole
-                    need, have = chosen.nbytes, _available_memory()
-                    if have is not None and need > have:
-                        raise InputError(
-                            f"{path} (series {si}, level {li}) declares {tuple(chosen.shape)} "
-                            f"{chosen.dtype} pixels, {_gib(need)}, more than the {_gib(have)} "
-                            "of memory available to read it whole; convert it to zarr or "
-                            "choose a smaller --level"
-                        ) from None
-                    data = chosen.asarray()
+            tif = tifffile.TiffFile(path)
+            all_series = tif.series
+            if not all_series:
+                raise InputError(f"{path} is a TIFF file without images")
+            n = len(all_series)
+            si = 0 if series is None else int(series)
+            if not 0 <= si < n:
+                raise InputError(
+                    f"{path} has {n} series (0 to {n - 1}); --series {si} is not one of them"
+                )
+            levels = all_series[si].levels
+            li = 0 if level is None else int(level)
+            if not 0 <= li < len(levels):
+                raise InputError(
+                    f"series {si} of {path} has {len(levels)} level(s) (0 to "
+                    f"{len(levels) - 1}); --level {li} is not one of them"
+                )
+            chosen = levels[li]
+            notes = []
+            if series is None and n > 1:
+                listing = "; ".join(
+                    f"{i}: {tuple(s.shape)} {s.axes}" for i, s in enumerate(all_series[:6])
+                )
+                notes.append(
+                    f"{path.name} holds {n} series ({listing}{'; ...' if n > 6 else ''}); "
+                    "using series 0: choose another with --series N"
+                )
+            if level is None and len(levels) > 1:
+                notes.append(
+                    f"series {si} of {path.name} has {len(levels)} pyramid levels; using "
+                    f"level 0 (full resolution, {tuple(chosen.shape)}): choose another "
+                    "with --level N"
+                )
+            axes = _tiff_axes(chosen.axes)
+            try:
+                data = tifffile.memmap(path, series=si, level=li, mode="r")
+            except (ValueError, OSError):  # compressed, tiled or truncated: chunk by chunk
+                data = _tiff_chunks(tif, path, si, li)
+                tif = None  # the zarr store now owns the open file
         except InputError:
             raise
         except MemoryError:
@@ -530,8 +541,61 @@ def _read_tiff(path: Path, series: int | None, level: int | None) -> InputImage:
         except Exception as err:  # noqa: BLE001 - any decoder failure: the file is unreadable
             reason = _sniff(path) or _first_line(err)
             raise InputError(f"cannot read {path} as a TIFF: {reason}") from err
+        finally:
+            if tif is not None:
+                tif.close()
     source = f"TIFF series {si}, level {li}"
     return InputImage(data, axes, path, source, tuple(notes + logged))
+
+
+#: Images up to this many decoded bytes have every chunk decoded once when opened, so a
+#: corrupt chunk anywhere is refused up front; larger ones decode their first and last.
+_VALIDATE_ALL_BYTES = 2**26
+
+
+def _tiff_chunks(tif: Any, path: Path, si: int, li: int) -> Any:
+    """A read-only zarr array over the strips / tiles of one series level, checked.
+
+    Only the chunks a read touches are ever decoded. Before anything is returned the
+    layout is checked against the file (every strip or tile the header declares is
+    there, and inside the file), then the first and last chunks are decoded (every
+    chunk for images up to :data:`_VALIDATE_ALL_BYTES`), so a truncated or corrupt file
+    is refused when opened rather than half way through a run.
+    """
+    import zarr
+
+    chosen = tif.series[si].levels[li]
+    size = tif.filehandle.size
+    kind = "tiles" if chosen.keyframe.is_tiled else "strips"
+    for page in chosen.pages:
+        if page is None:
+            continue
+        offsets, counts = page.dataoffsets, page.databytecounts
+        expected = int(np.prod(page.chunked))
+        if len(offsets) < expected:
+            raise InputError(
+                f"{path} (series {si}, level {li}) declares {tuple(chosen.shape)} "
+                f"{chosen.dtype} pixels in {expected} {kind}, more than the {len(offsets)} "
+                "the file holds; it is truncated or corrupt"
+            )
+        ends = [o + c for o, c in zip(offsets, counts, strict=False) if c > 0]
+        if ends and max(ends) > size:
+            raise InputError(
+                f"cannot read {path} as a TIFF: its pixel data runs to byte {max(ends)} but "
+                f"the file has {size} bytes (truncated)"
+            )
+    data = zarr.open(tif.series[si].aszarr(level=li), mode="r")
+    if tuple(data.shape) != tuple(chosen.shape):
+        raise InputError(
+            f"{path} (series {si}, level {li}) reads as {tuple(data.shape)}, not the "
+            f"{tuple(chosen.shape)} it declares; it is corrupt"
+        )
+    if chosen.nbytes <= _VALIDATE_ALL_BYTES:
+        data[...]
+    else:
+        data[tuple(slice(0, c) for c in data.chunks)]
+        data[tuple(slice(s - 1, s) for s in data.shape)]
+    return data
 
 
 def _zarr_names(names: Any) -> str | None:
