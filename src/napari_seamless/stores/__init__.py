@@ -7,6 +7,19 @@ the model or the grid; the engine hands them image-coordinate slices. No torch, 
 from __future__ import annotations
 
 from .array import ArrayStore, LabelsStore, Store
+from .ome_zarr import OmeZarrError, OmeZarrStore, level_chunks
 from .pyramid import PyramidStore, level_slices, pyramid_shapes
+from .tiff import write_tiff_pyramid
 
-__all__ = ["Store", "ArrayStore", "LabelsStore", "PyramidStore", "level_slices", "pyramid_shapes"]
+__all__ = [
+    "ArrayStore",
+    "LabelsStore",
+    "OmeZarrError",
+    "OmeZarrStore",
+    "PyramidStore",
+    "Store",
+    "level_chunks",
+    "level_slices",
+    "pyramid_shapes",
+    "write_tiff_pyramid",
+]
