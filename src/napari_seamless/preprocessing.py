@@ -1,9 +1,10 @@
 """Image-statistics preprocessing computed once for the whole image (numpy only).
 
 Tiling stays exact only if every tile sees the same transformation. Percentile
-normalisation therefore fits its low/high values on the whole image (or a fixed strided
-sample of it, for images too large to read at once) and then applies the same affine
-map to every window: ``(x - low) / (high - low)``.
+normalisation therefore fits its low/high values once, on the whole image or, for images
+too large to read at once, on a bounded deterministic sample of it (:func:`sample`:
+square blocks on a regular lattice over the whole image), and then applies the same
+affine map to every window: ``(x - low) / (high - low)``.
 
 Models that declare their own preprocessing (bioimage.io packages) get a
 :class:`Preprocessing`: a sequence of steps whose statistics (percentiles, mean, standard
@@ -34,6 +35,7 @@ __all__ = [
     "Sigmoid",
     "Cast",
     "describe_steps",
+    "sample",
     "whole_image_sample",
 ]
 
@@ -98,22 +100,28 @@ class PercentileNormalization:
         pmin, pmax : float
             Percentiles (0-100) mapped to 0 and 1.
         max_samples : int
-            Images with more pixels per channel are sampled on a regular stride along
-            the first spatial axis, deterministically, so the fit is the same every run.
+            Images with more pixels per channel are fitted on a bounded, deterministic
+            sample of blocks spread over the whole image (:func:`sample`), so the fit
+            never reads the whole image and is the same every run.
 
         Returns
         -------
         PercentileNormalization
+
+        Raises
+        ------
+        ValueError
+            If not ``0 <= pmin < pmax <= 100``.
+        NonFiniteInputError
+            If the pixels read hold NaN or +/-inf.
         """
         if not 0 <= pmin < pmax <= 100:
             raise ValueError(f"need 0 <= pmin < pmax <= 100, got pmin={pmin}, pmax={pmax}")
-        n = int(np.prod(image.shape[1:]))
-        step = max(1, int(np.ceil(n / max_samples)))
+        values = sample(image, max_samples)
         lows, highs = [], []
-        for c in range(image.shape[0]):
-            sample = np.asarray(image[c][::step] if step > 1 else image[c], dtype=np.float64)
-            check_finite(sample, f"channel {c}")
-            lo, hi = np.percentile(sample, [pmin, pmax])
+        for c, row in enumerate(values):
+            check_finite(row, f"channel {c}")
+            lo, hi = np.percentile(row, [pmin, pmax])
             if hi <= lo:
                 hi = lo + 1.0
             lows.append(float(lo))
@@ -128,21 +136,105 @@ class PercentileNormalization:
         return ((window.astype(np.float64) - low) * scale).astype(dtype)
 
 
-def whole_image_sample(image: Any, max_samples: int = 2**24) -> np.ndarray:
-    """The whole image as float64 ``(C, *spatial)``, or a fixed strided sample of it.
+#: Side of the sampled blocks by number of spatial axes (2D: 256 x 256, 3D: 64^3).
+_BLOCK_SIDE = {1: 2**16, 2: 256, 3: 64}
 
-    Images with more than ``max_samples`` pixels per channel are sampled on a regular
-    stride along the first spatial axis (as :meth:`PercentileNormalization.fit` does), so
-    the statistics are the same every run and do not depend on the tiling.
+
+def sample(image: Any, max_samples: int = 2**24) -> np.ndarray:
+    """Pixels to fit statistics on: the whole image, or a fixed sample of blocks of it.
+
+    An image with at most ``max_samples`` pixels per channel is read whole. A larger
+    one is sampled as ``K`` blocks (squares of side 256 in 2D, cubes of side 64 in 3D,
+    clipped to the image, and smaller if ``max_samples`` is), one centred in each cell
+    of a regular lattice laid over the whole image, with as many cells per axis as the
+    budget allows in proportion to the image's extent, so that at most
+    ``max_samples`` pixels per channel are read. Each block is one read
+    ``image[(slice(None), *box)]``, so a chunked, compressed array (zarr, a TIFF
+    through tifffile's zarr store, dask) decodes only the chunks under the blocks.
+
+    Why: a strided sample (every k-th row) touches every chunk and so reads the whole
+    image; a random sample differs from run to run. This one never reads more than the
+    budget, gives the same statistics every run, and depends only on the image's shape,
+    not on its chunks or on the tiling of the run, so every tile gets the same map.
+
+    Parameters
+    ----------
+    image : array-like, shape (C, *spatial)
+        Channel-first image of any numeric dtype: numpy, memmap, zarr or dask (anything
+        with ``shape`` whose indexing with a tuple of slices gives an array).
+    max_samples : int
+        Most pixels per channel to read.
+
+    Returns
+    -------
+    numpy.ndarray, shape (C, n), float64
+        Per channel, the pixels read, flattened: the whole image in C order when
+        ``n = prod(spatial) <= max_samples``, else the blocks one after another in
+        lattice order (``n <= max_samples``).
+
+    Raises
+    ------
+    ValueError
+        If ``max_samples`` is not positive or ``image`` has no channel axis.
     """
-    n = int(np.prod(image.shape[1:]))
-    step = max(1, int(np.ceil(n / max_samples)))
-    return np.stack(
-        [
-            np.asarray(image[c][::step] if step > 1 else image[c], np.float64)
-            for c in range(image.shape[0])
-        ]
-    )
+    if max_samples < 1:
+        raise ValueError(f"max_samples must be positive, got {max_samples}")
+    shape = tuple(int(s) for s in image.shape)
+    if len(shape) < 1:
+        raise ValueError("sample needs a channel-first image (C, *spatial)")
+    channels, spatial = shape[0], shape[1:]
+    if int(np.prod(spatial, dtype=np.int64)) <= max_samples:
+        whole = np.asarray(image[(slice(None),) * len(shape)], np.float64)
+        return whole.reshape(channels, -1)
+    reads = [
+        np.asarray(image[(slice(None), *box)], np.float64).reshape(channels, -1)
+        for box in _sample_boxes(spatial, max_samples)
+    ]
+    return np.concatenate(reads, axis=1)
+
+
+def _sample_boxes(spatial: tuple[int, ...], max_samples: int) -> list[tuple[slice, ...]]:
+    """The blocks :func:`sample` reads: one per lattice cell, centred, not overlapping."""
+    d = len(spatial)
+    side = _BLOCK_SIDE.get(d, 16)
+    while side > 1 and side**d > max_samples:  # a single block must fit the budget
+        side = min(side - 1, int(max_samples ** (1 / d)))
+    block = [min(side, s) for s in spatial]
+    budget = max(1, max_samples // int(np.prod(block)))  # blocks allowed
+    room = [max(1, s // b) for s, b in zip(spatial, block, strict=True)]  # cells that fit
+    if int(np.prod(room)) <= budget:
+        cells = room
+    else:  # shrink every axis by the same factor, then fill up what rounding left
+        f = (budget / float(np.prod(room))) ** (1 / d)
+        cells = [max(1, min(r, int(r * f))) for r in room]
+        while int(np.prod(cells)) > budget:
+            cells[int(np.argmax(cells))] -= 1
+        grown = True
+        while grown:
+            grown = False
+            for i in sorted(range(d), key=lambda i: cells[i] / room[i]):
+                if (
+                    cells[i] < room[i]
+                    and int(np.prod(cells)) // cells[i] * (cells[i] + 1) <= budget
+                ):
+                    cells[i] += 1
+                    grown = True
+    starts = []
+    for s, b, k in zip(spatial, block, cells, strict=True):
+        centres = (np.arange(k) + 0.5) * (s / k)
+        starts.append([int(min(max(0, np.floor(c - b / 2)), s - b)) for c in centres])
+    return [
+        tuple(slice(starts[i][j], starts[i][j] + block[i]) for i, j in enumerate(cell))
+        for cell in np.ndindex(*cells)
+    ]
+
+
+def whole_image_sample(image: Any, max_samples: int = 2**24) -> np.ndarray:
+    """The pixels statistics are fitted on, float64 ``(C, n)``: same as :func:`sample`.
+
+    Kept for callers of its old name; see :func:`sample` for the blocks read.
+    """
+    return sample(image, max_samples)
 
 
 def _shape(v: np.ndarray, ndim: int) -> np.ndarray:
@@ -377,15 +469,15 @@ class Preprocessing:
         Parameters
         ----------
         image : array-like, shape (C, *spatial)
-            Channel-first image, numpy, zarr or dask; see :func:`whole_image_sample`.
+            Channel-first image, numpy, zarr or dask; see :func:`sample`.
         max_samples : int
-            Pixels per channel above which a fixed strided sample is used.
+            Pixels per channel above which a fixed sample of blocks is used.
 
         Returns
         -------
         FittedPreprocessing
         """
-        x = whole_image_sample(image, max_samples)
+        x = sample(image, max_samples)
         check_finite(np.asarray(x), "the image")
         fitted = []
         for step in self.steps:
