@@ -36,7 +36,7 @@ def test_predict_probabilities_to_zarr_equal_tiff(tmp_path):
         main(["predict", str(NUCLEI), "-o", str(z), "--probabilities", "--tile", "256", "-q"]) == 0
     )
     assert main(["predict", str(NUCLEI), "-o", str(t), "--probabilities", "-q"]) == 0
-    a, b = zarr.open_array(str(z), mode="r")[:], tifffile.imread(t)
+    a, b = zarr.open_group(str(z), mode="r")["0"][:], tifffile.imread(t)  # OME-Zarr level 0
     assert a.shape == (2, 512, 512) and np.abs(a - b).max() <= 1e-5
 
 

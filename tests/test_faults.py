@@ -38,6 +38,11 @@ def _previous(tmp_path, suffix):
     return out, run
 
 
+def _without_kept(entries):
+    """``entries`` without the scratch of finished tiles a stopped run keeps for --resume."""
+    return {name: t for name, t in entries.items() if ".partial-" not in name}
+
+
 def _one_line(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert not any("Traceback" in line for line in err), err
@@ -73,30 +78,36 @@ def test_not_enough_room_is_refused_before_inference(tmp_path, capsys, monkeypat
     original = Predictor.run
     monkeypatch.setattr(Predictor, "run", lambda *a, **k: ran.append(1) or original(*a, **k))
     with _tmpfs(tmp_path / "small", "size=512k") as small:
-        out = small / "scores.zarr"  # 2 x 512 x 512 float32: 2 MiB, more than the 512 KiB there
+        out = small / "scores.zarr"  # 2 x 512 x 512 float32 + its pyramid: 2.7 MiB, more than the 512 KiB there
         assert main(["predict", str(src), "-o", str(out), "-q", "--probabilities"]) == 2
         line = _one_line(capsys)
-        assert "needs up to 2.0 MiB" in line and "free some space" in line
+        assert "needs up to 2.7 MiB" in line and "free some space" in line
         assert not ran and list(small.iterdir()) == []
 
 
 def test_disk_full_during_inference_loses_nothing(tmp_path, capsys, monkeypatch):
     out, run = _previous(tmp_path, "zarr")
-    before = folder(tmp_path)
-    from napari_seamless.stores import ArrayStore
+    old = tree(out)
+    from napari_seamless.stores import OmeZarrStore
 
     calls = []
+    real = OmeZarrStore.write
 
     def full(self, zor, block):  # the third ZoR hits a full disk
         calls.append(zor)
         if len(calls) == 3:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out))
-        self.array[(Ellipsis, *zor)] = block
+        real(self, zor, block)
 
-    monkeypatch.setattr(ArrayStore, "write", full)
+    monkeypatch.setattr(OmeZarrStore, "write", full)
     assert run() == 2
     assert "No space left on device" in _one_line(capsys)
-    assert folder(tmp_path) == before
+    assert tree(out) == old  # the previous output is whole
+    # the finished tiles wait for --resume once there is room again
+    monkeypatch.setattr(OmeZarrStore, "write", real)
+    assert run("--resume") == 0
+    assert "resuming: 2 of" in capsys.readouterr().err
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 def test_a_write_the_kernel_refuses_loses_nothing(tmp_path):
@@ -117,7 +128,7 @@ def test_a_write_the_kernel_refuses_loses_nothing(tmp_path):
     assert "Traceback" not in done.stderr and lines[-1].startswith(
         "seamless: error: File too large"
     )
-    assert folder(tmp_path) == before
+    assert _without_kept(folder(tmp_path)) == before  # tiles kept aside for --resume
 
 
 # ----------------------------------------------------------------- read-only
@@ -142,10 +153,9 @@ PHASES = [
     ("reading the input", "napari_seamless.io.read_image", "tif"),
     ("loading the model", "napari_seamless.models.load_model", "zarr"),
     ("halo analysis", "napari_seamless.analysis.receptive_field", "tif"),
-    ("inference", "napari_seamless.stores.ArrayStore.write", "tif"),
-    ("inference", "napari_seamless.stores.ArrayStore.write", "zarr"),
-    ("writing the TIFF", "tifffile.imwrite", "tif"),
-    ("the file swap", "napari_seamless.io.os.replace", "tif"),
+    ("inference", "napari_seamless.stores.OmeZarrStore.write", "tif"),
+    ("inference", "napari_seamless.stores.OmeZarrStore.write", "zarr"),
+    ("the file swap", "napari_seamless.io._replace_file", "tif"),
     ("the folder swap", "napari_seamless.io._exchange", "zarr"),
 ]
 
@@ -161,8 +171,14 @@ def test_ctrl_c_at_each_phase_leaves_the_previous_output(
     monkeypatch.setattr(target, _interrupt)
     assert main(["predict", str(tmp_path / "in.tif"), "-o", str(tmp_path / f"labels.{suffix}"),
                  "-q", "--tile", "224", "--overwrite"]) == 130  # fmt: skip
-    assert _one_line(capsys).startswith("seamless: interrupted")
-    assert folder(tmp_path) == before, f"interrupted during {phase}"
+    line = _one_line(capsys)
+    assert line.startswith("seamless: interrupted")
+    after = folder(tmp_path)
+    if "--resume" in line:  # every tile was done: they wait for --resume, never at the output
+        kept = [name for name in after if ".partial-" in name]
+        assert len(kept) == 1 and phase.startswith("the"), kept
+        del after[kept[0]]
+    assert after == before, f"interrupted during {phase}"
 
 
 def test_ctrl_c_between_the_two_renames_puts_the_old_folder_back(tmp_path, monkeypatch):
@@ -181,7 +197,7 @@ def test_ctrl_c_between_the_two_renames_puts_the_old_folder_back(tmp_path, monke
 
     monkeypatch.setattr(io.os, "rename", rename)
     assert run() == 130
-    assert folder(tmp_path) == before
+    assert _without_kept(folder(tmp_path)) == before
 
 
 def test_the_swap_replaces_a_folder_completely(tmp_path):

@@ -41,7 +41,7 @@ def test_overwrite_replaces_only_our_own_outputs(tmp_path, capsys):
     ours = tmp_path / "labels.zarr"
     assert main(["predict", str(src), "-o", str(ours), "-q"]) == 0
     assert main(["predict", str(src), "-o", str(ours), "--overwrite", "-q"]) == 0
-    assert zarr.open_array(str(ours), mode="r").attrs["napari_seamless"]["complete"] is True
+    assert zarr.open_group(str(ours), mode="r").attrs["napari_seamless"]["complete"] is True
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no leftovers
 
 
@@ -108,6 +108,12 @@ def test_a_killed_run_leaves_the_previous_output_whole(tmp_path, sig):
     proc.communicate(timeout=60)  # waits and closes the pipe
     assert proc.returncode != 0, "the run finished before it could be interrupted"
     assert tree(out) == before
-    # the next run starts cleanly (a lock left by SIGKILL is stale) and replaces the output
-    assert main(["predict", str(src), "-o", str(out), "-q", "--tile", "512", "--overwrite"]) == 0
+    # finished tiles are kept for --resume: the next run refuses to guess, and --fresh
+    # discards them (a lock left by SIGKILL is stale) and replaces the output
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith(".labels.zarr.partial-")]
+    again = ["predict", str(src), "-o", str(out), "-q", "--tile", "512", "--overwrite"]
+    if kept:
+        assert main(again) == 2
+        assert tree(out) == before
+    assert main([*again, "--fresh"]) == 0
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".labels.zarr.")]

@@ -59,21 +59,6 @@ def _open_input(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
     return source, image, axes
 
 
-def _open_output(
-    path: Path, is_zarr: bool, shape: tuple[int, ...], dtype: Any, chunks: tuple[int, ...]
-) -> Any:
-    """A zarr array to fill (zarr outputs) or None for TIFF (written at the end)."""
-    if not is_zarr:
-        return None
-    import zarr
-
-    arr = zarr.open_array(str(path), mode="w", shape=shape, dtype=dtype, chunks=chunks)
-    from .io import OWNER_KEY
-
-    arr.attrs[OWNER_KEY] = {"complete": False}  # ours, so --overwrite may replace it later
-    return arr
-
-
 def _output_key(value: str | None) -> int | str | None:
     """``--output-index``: an integer index, or a key / output id."""
     if value is None:
@@ -84,22 +69,33 @@ def _output_key(value: str | None) -> int | str | None:
         return value
 
 
+def _model_digest(module: Any) -> str:
+    """SHA-256 of a model's parameters and buffers: the same weights, the same digest."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in list(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _input_identity(src: Path) -> dict[str, Any]:
+    """Where the input is and when it last changed: a resumed run must read the same one."""
+    stat = src.stat()
+    return {"input": str(src.resolve()), "input_mtime_ns": stat.st_mtime_ns}
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
+    import time
     import warnings
 
     import numpy as np
-    import tifffile
 
-    from .engine import InexactHaloWarning, _drain, to_channel_first
-    from .io import (
-        OWNER_KEY,
-        check_output_location,
-        is_ours,
-        output_transaction,
-        same_or_nested,
-    )
+    from .engine import InexactHaloWarning, SerialExecutor, ThreadedExecutor, to_channel_first
+    from .io import OutputError, check_output_location, is_ours, resumable_output, same_or_nested
     from .models import ConventionWarning, load_model
-    from .stores import ArrayStore
+    from .stores import OmeZarrStore, write_tiff_pyramid
 
     out = Path(args.output)
     if out.suffix.lower() not in (".tif", ".tiff", ".zarr"):
@@ -117,6 +113,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             f"{out} exists and was not written by napari-seamless (not a TIFF, nor a zarr it "
             "marked as its own); it is never replaced: choose another output"
         )
+    if args.resume and args.fresh:
+        return _fail("--resume continues a stopped run and --fresh discards it: choose one")
+    if args.readers < 0:
+        return _fail(f"--readers must be 0 (no pipeline) or more, got {args.readers}")
     check_output_location(out)  # a missing or read-only folder is told before any work
     source, image, axes = _open_input(args)
     with warnings.catch_warnings():
@@ -149,48 +149,126 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     arr, axes = to_channel_first(image, pred.ndim, pred.in_channels, axes)
-    spatial = arr.shape[1:]
+    spatial = tuple(int(n) for n in arr.shape[1:])
     grid = pred.grid(spatial, args.tile, border=args.border)
     print(
-        f"seamless: {src.name} ({source.source}) {tuple(spatial)} | model {loaded.name} "
-        f"({pred.convention}) | "
-        f"{grid.describe()}",
+        f"seamless: {src.name} ({source.source}) {spatial} | model {loaded.name} "
+        f"({pred.convention}) | {grid.describe()}",
         file=sys.stderr,
     )
     classes = pred.classes()
+    letters = "zyx"[-len(spatial) :]
     if args.probabilities:
-        shape, dtype, output = (classes, *spatial), np.float32, "probabilities"
-        chunks = (1, *grid.zor_size)
+        shape, dtype, output = (classes, *spatial), np.dtype(pred.np_dtype), "probabilities"
+        kind, store_axes = "image", "c" + letters
     else:
-        shape, dtype, output = tuple(spatial), pred.label_dtype(classes), "labels"
-        chunks = grid.zor_size
-    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    # Locked, written to a temporary sibling and swapped in at the end (io.py): an
-    # interrupted run never leaves a file that looks complete, and never loses the old one.
-    with output_transaction(out, overwrite=args.overwrite, nbytes=nbytes) as tmp:
-        target = _open_output(tmp, out.suffix.lower() == ".zarr", shape, dtype, chunks)
-        result = target if target is not None else np.zeros(shape, dtype=dtype)
-        events = pred.run(
+        shape, dtype, output = spatial, np.dtype(pred.label_dtype(classes)), "labels"
+        kind, store_axes = "labels", letters
+    settings = {
+        **_input_identity(src),
+        "input_source": source.source,
+        "input_shape": list(source.shape),
+        "axes": axes,
+        "index": args.index,
+        "model": loaded.name,
+        "model_digest": _model_digest(pred.model),
+        "convention": pred.convention,
+        "precision": pred.dtype,
+        "output": output,
+        "tile": list(grid.tile),
+        "halo": list(grid.halo),
+        "factor": list(grid.factor),
+        "border": args.border,
+        "grid_shape": list(grid.grid_shape),
+    }
+    tiff = out.suffix.lower() != ".zarr"
+    nbytes = int(np.prod(shape)) * dtype.itemsize * 4 // 3 * (2 if tiff else 1)  # + pyramid
+    executor = ThreadedExecutor(readers=args.readers) if args.readers else SerialExecutor()
+    started = time.perf_counter()
+    # Tiles go to a scratch OME-Zarr beside the output that records each finished tile; a
+    # stopped run leaves it for --resume; the output appears, complete, in one atomic swap.
+    with resumable_output(
+        out, overwrite=args.overwrite, nbytes=nbytes, resume=args.resume, fresh=args.fresh
+    ) as part:
+        if part.resumed:
+            part.keep = args.resumable = (
+                True  # never lose a stopped run's tiles, even to a refusal here
+            )
+            store = OmeZarrStore.open(part.scratch)
+            differ = store.differences(settings)
+            if differ or store.tiles_total != len(grid):
+                key, (was, now) = (
+                    next(iter(differ.items()))
+                    if differ
+                    else ("tiles", (store.tiles_total, len(grid)))
+                )
+                raise OutputError(
+                    f"the stopped run in {part.scratch.name} used {key} {was}, this run "
+                    f"{now}; resume with the same input, model and settings, or pass --fresh "
+                    "to start again"
+                )
+            print(
+                f"seamless: resuming: {len(store.done)} of {store.tiles_total} tiles were "
+                f"done; computing the {len(store.missing)} missing",
+                file=sys.stderr,
+            )
+        else:
+            if args.resume:
+                print("seamless: note: no stopped run to resume; starting", file=sys.stderr)
+            store = OmeZarrStore.create(
+                part.scratch,
+                shape,
+                dtype,
+                chunks=grid.zor_size,
+                n_tiles=len(grid),
+                kind=kind,
+                axes=store_axes,
+                attrs=settings,
+                name=out.name.split(".")[0],
+                source_image=str(src.resolve()),
+            )
+        todo = store.missing
+        run = pred.run(
             image,
-            ArrayStore(result),
+            store,
             args.tile,
             output=output,
             axes=axes,
             normalization=loaded.normalization,
             border=args.border,
             batch_size=args.batch_size,
+            order=todo,
+            executor=executor,
         )
-        _drain(events, progress=not args.quiet)
-        if target is None:
-            tifffile.imwrite(
-                str(tmp),
-                result,
-                compression="zlib",
-                metadata={"axes": ("C" if args.probabilities else "") + axes.replace("C", "")},
+        bar = None
+        if not args.quiet and todo:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(
+                total=store.tiles_total, initial=len(store.done), unit="tile", desc="seamless"
             )
-        else:
-            target.attrs[OWNER_KEY] = {"complete": True, "model": loaded.name}
-    print(f"seamless: wrote {out}", file=sys.stderr)
+        try:
+            for ev in run:
+                store.mark_done(ev.tile.index)
+                part.keep = args.resumable = True
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            run.close()
+            store.flush()
+            if bar is not None:
+                bar.close()
+        store.finish()
+        if tiff:
+            write_tiff_pyramid(store.levels, part.path, axes=store_axes.upper())
+    seconds = time.perf_counter() - started
+    stats = run.stats
+    print(
+        f"seamless: wrote {out} ({len(todo)} tiles computed"
+        f"{f', {store.tiles_total - len(todo)} resumed' if part.resumed else ''}, "
+        f"{seconds:.1f} s, pipeline efficiency {stats.efficiency:.2f})",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -655,6 +733,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="run in float64 (bit-identical to whole-image inference)",
     )
     pr.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    pr.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a run that stopped (killed, interrupted, out of disk): compute only "
+        "the tiles its record lacks; the same input, model and settings are required",
+    )
+    pr.add_argument(
+        "--fresh",
+        action="store_true",
+        help="discard what a stopped run left for this output and start again",
+    )
+    pr.add_argument(
+        "--readers",
+        type=int,
+        default=2,
+        metavar="N",
+        help="threads reading and normalising windows ahead of the model, with one writing "
+        "behind it (default 2; 0: one step after another)",
+    )
     pr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=_cmd_predict)
 
@@ -811,7 +908,12 @@ def _run(args: argparse.Namespace) -> int:
         if args.debug:
             raise
         print(
-            "seamless: interrupted; no output was written or replaced (partial files removed)",
+            "seamless: interrupted; no output was written or replaced"
+            + (
+                " (the finished tiles are kept: run again with --resume to continue)"
+                if getattr(args, "resumable", False)
+                else " (partial files removed)"
+            ),
             file=sys.stderr,
         )
         return 130

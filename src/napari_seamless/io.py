@@ -53,6 +53,9 @@ __all__ = [
     "OutputError",
     "OutputBusyError",
     "output_transaction",
+    "Partial",
+    "resumable_output",
+    "stopped_runs",
     "OWNER_KEY",
     "parse_index",
     "read_image",
@@ -113,13 +116,15 @@ def _lock(out: Path) -> int:
     raise OutputBusyError(f"cannot lock {out} (remove {lock} if no seamless run is writing it)")
 
 
-def _recover(out: Path) -> None:
+def _recover(out: Path, keep: Path | None = None) -> None:
     """Undo what a killed run left: its partial output, or an old output left aside.
 
-    Called with the lock held, so no other run is writing any of these.
+    Called with the lock held, so no other run is writing any of these. ``keep`` is a
+    partial taken over to resume.
     """
     for stale in out.parent.glob(f".{out.name}.partial-*"):
-        _remove(stale)
+        if keep is None or stale != keep:
+            _remove(stale)
     if out.exists():
         for old in out.parent.glob(f".{out.name}.old-*"):
             _remove(old)  # the swap finished; only the clean-up was cut short
@@ -176,6 +181,11 @@ def _swap_folder(new: Path, out: Path) -> None:
         os.rename(aside, out)
         raise
     _remove(aside)
+
+
+def _replace_file(new: Path, out: Path) -> None:
+    """Put file ``new`` in place of ``out`` in one atomic step (``os.replace``)."""
+    os.replace(new, out)
 
 
 def is_ours(path: Path) -> bool:
@@ -281,9 +291,139 @@ def output_transaction(
             if out.exists() and out.is_dir():
                 _swap_folder(tmp, out)
             else:
-                os.replace(tmp, out)  # atomic for files
+                _replace_file(tmp, out)
         except BaseException:
             _remove(tmp)  # the new, unfinished output (or, after an exchange, the old one)
+            raise
+    finally:
+        os.close(fd)
+        _sibling(out, "lock").unlink(missing_ok=True)
+
+
+@dataclass
+class Partial:
+    """The temporary output of a resumable run (see :func:`resumable_output`).
+
+    Attributes
+    ----------
+    out : Path
+        The output asked for.
+    scratch : Path
+        The zarr folder the tiles are written to, with its record of finished tiles. For a
+        zarr output it becomes the output; for a TIFF output the TIFF is made from it.
+    path : Path
+        What is swapped in at the end: ``scratch`` for a zarr output, else a temporary
+        file the caller writes (the TIFF).
+    resumed : bool
+        Whether ``scratch`` is a stopped run's, taken over to continue it.
+    keep : bool
+        Set it when the scratch holds finished tiles worth keeping: then an interrupt
+        (Ctrl-C, SIGTERM) leaves it for ``--resume`` instead of deleting it.
+    """
+
+    out: Path
+    scratch: Path
+    path: Path
+    resumed: bool = False
+    keep: bool = False
+
+
+def stopped_runs(out: Path) -> list[Path]:
+    """Scratch folders that stopped runs left for ``out`` (newest last)."""
+    out = Path(out)
+    found = [p for p in out.parent.glob(f".{out.name}.partial-*") if p.is_dir() and is_ours(p)]
+    return sorted(found, key=lambda p: p.stat().st_mtime)
+
+
+@contextlib.contextmanager
+def resumable_output(
+    out: Path,
+    overwrite: bool = False,
+    nbytes: int | None = None,
+    *,
+    resume: bool = False,
+    fresh: bool = False,
+) -> Iterator[Partial]:
+    """Like :func:`output_transaction`, for a run whose finished tiles survive a stop.
+
+    The tiles go to a scratch zarr beside the output (``.NAME.partial-PID``, or
+    ``.NAME.partial-PID.zarr`` for a TIFF output), which records the finished tiles. A run
+    killed (SIGKILL, power loss) or interrupted (Ctrl-C, SIGTERM; when
+    :attr:`Partial.keep` is set) leaves it there, never at the output path; the next run
+    on the same output continues it with ``resume=True``, or discards it with
+    ``fresh=True``, and refuses to guess otherwise.
+
+    Parameters
+    ----------
+    out : Path
+        The output: a ``.zarr`` folder or a TIFF file.
+    overwrite : bool
+        Replace an existing output, if napari-seamless wrote it.
+    nbytes : int, optional
+        Estimated size of the output, checked against the free disk space.
+    resume : bool
+        Take over the newest scratch a stopped run left (:attr:`Partial.resumed`); the
+        caller checks that its settings are this run's. Without one, start afresh.
+    fresh : bool
+        Delete what stopped runs left and start afresh.
+
+    Yields
+    ------
+    Partial
+        Where to write. On success the output is swapped in atomically (a zarr folder by
+        an atomic exchange, a TIFF by ``os.replace``) and the scratch deleted.
+
+    Raises
+    ------
+    OutputBusyError
+        If another run is writing ``out``.
+    OutputError
+        If a stopped run left finished tiles and neither ``resume`` nor ``fresh`` is
+        given, both are given, or as :func:`output_transaction`.
+    """
+    out = Path(out)
+    if resume and fresh:
+        raise OutputError("--resume continues a stopped run and --fresh discards it: choose one")
+    check_output_location(out, nbytes)
+    fd = _lock(out)
+    folder = out.suffix.lower() == ".zarr"
+    tmp = _sibling(out, f"partial-{os.getpid()}")
+    scratch = tmp if folder else tmp.with_name(tmp.name + ".zarr")
+    partial = Partial(out, scratch, tmp)
+    try:
+        stopped = stopped_runs(out)
+        if stopped and not (resume or fresh):
+            raise OutputError(
+                f"a stopped run left its finished tiles in {stopped[-1]}; pass --resume to "
+                "continue it, or --fresh to discard it and start again"
+            )
+        if stopped and resume:
+            os.rename(stopped[-1], scratch)  # ours now: the lock says no one else writes it
+            partial.resumed = True
+        _recover(out, keep=scratch if partial.resumed else None)
+        if out.exists() or out.is_symlink():
+            if not overwrite:
+                raise OutputError(f"output {out} exists; pass --overwrite to replace it")
+            if not is_ours(out):
+                raise OutputError(
+                    f"{out} exists and was not written by napari-seamless (not a TIFF, nor a "
+                    "zarr it marked as its own); it is never replaced: choose another output"
+                )
+        try:
+            yield partial
+            if not partial.path.exists():
+                raise OutputError(f"nothing was written for {out}")
+            if out.exists() and out.is_dir():
+                _swap_folder(partial.path, out)
+            else:
+                _replace_file(partial.path, out)
+            if not folder:
+                _remove(scratch)
+        except BaseException:  # keep finished tiles (Ctrl-C, SIGTERM, disk full) for --resume
+            if not folder:
+                _remove(tmp)
+            if not partial.keep:
+                _remove(scratch)
             raise
     finally:
         os.close(fd)
