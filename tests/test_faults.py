@@ -78,7 +78,9 @@ def test_not_enough_room_is_refused_before_inference(tmp_path, capsys, monkeypat
     original = Predictor.run
     monkeypatch.setattr(Predictor, "run", lambda *a, **k: ran.append(1) or original(*a, **k))
     with _tmpfs(tmp_path / "small", "size=512k") as small:
-        out = small / "scores.zarr"  # 2 x 512 x 512 float32 + its pyramid: 2.7 MiB, more than the 512 KiB there
+        out = (
+            small / "scores.zarr"
+        )  # 2 x 512 x 512 float32 + its pyramid: 2.7 MiB, more than the 512 KiB there
         assert main(["predict", str(src), "-o", str(out), "-q", "--probabilities"]) == 2
         line = _one_line(capsys)
         assert "needs up to 2.7 MiB" in line and "free some space" in line
