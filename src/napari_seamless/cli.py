@@ -93,7 +93,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .engine import InexactHaloWarning, SerialExecutor, ThreadedExecutor, to_channel_first
-    from .io import OutputError, check_output_location, is_ours, resumable_output, same_or_nested
+    from .io import (
+        OutputError,
+        check_output_location,
+        check_replaceable,
+        resumable_output,
+        same_or_nested,
+    )
     from .models import ConventionWarning, load_model
     from .stores import OmeZarrStore, write_tiff_pyramid
 
@@ -106,13 +112,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             f"output {out} is the input {src} or lies inside or around it; the input is never "
             "written over: choose another output path"
         )
-    if out.exists() and not args.overwrite:
-        return _fail(f"output {out} exists; pass --overwrite to replace it")
-    if out.exists() and not is_ours(out):
-        return _fail(
-            f"{out} exists and was not written by napari-seamless (not a TIFF, nor a zarr it "
-            "marked as its own); it is never replaced: choose another output"
-        )
+    check_replaceable(out, args.overwrite)  # told before any work, again under the lock
     if args.resume and args.fresh:
         return _fail("--resume continues a stopped run and --fresh discards it: choose one")
     if args.readers < 0:

@@ -49,6 +49,7 @@ __all__ = [
     "InputError",
     "InputImage",
     "check_output_location",
+    "check_replaceable",
     "lazy",
     "OutputError",
     "OutputBusyError",
@@ -114,6 +115,17 @@ def _lock(out: Path) -> int:
         os.write(fd, str(os.getpid()).encode())
         return fd
     raise OutputBusyError(f"cannot lock {out} (remove {lock} if no seamless run is writing it)")
+
+
+@contextlib.contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    """Hold the exclusive lock of ``out`` (:func:`_lock`) for the block."""
+    fd = _lock(out)
+    try:
+        yield
+    finally:
+        os.close(fd)
+        _sibling(out, "lock").unlink(missing_ok=True)
 
 
 def _recover(out: Path, keep: Path | None = None) -> None:
@@ -186,6 +198,35 @@ def _swap_folder(new: Path, out: Path) -> None:
 def _replace_file(new: Path, out: Path) -> None:
     """Put file ``new`` in place of ``out`` in one atomic step (``os.replace``)."""
     os.replace(new, out)
+
+
+def _swap_in(new: Path, out: Path) -> None:
+    """Put the finished ``new`` in place of ``out``: a folder by exchange, a file by replace."""
+    if not new.exists():
+        raise OutputError(f"nothing was written for {out}")
+    if out.exists() and out.is_dir():
+        _swap_folder(new, out)
+    else:
+        _replace_file(new, out)
+
+
+def check_replaceable(out: Path, overwrite: bool) -> None:
+    """Refuse an existing ``out`` unless ``overwrite`` is given and napari-seamless wrote it.
+
+    Raises
+    ------
+    OutputError
+        If ``out`` exists and ``overwrite`` is False, or it is not napari-seamless's own
+        output (:func:`is_ours`), which is never replaced.
+    """
+    if out.exists() or out.is_symlink():
+        if not overwrite:
+            raise OutputError(f"output {out} exists; pass --overwrite to replace it")
+        if not is_ours(out):
+            raise OutputError(
+                f"{out} exists and was not written by napari-seamless (not a TIFF, nor a "
+                "zarr it marked as its own); it is never replaced: choose another output"
+            )
 
 
 def is_ours(path: Path) -> bool:
@@ -271,33 +312,17 @@ def output_transaction(
     """
     out = Path(out)
     check_output_location(out, nbytes)
-    fd = _lock(out)
     tmp = _sibling(out, f"partial-{os.getpid()}")
-    try:
+    with _locked(out):
         _recover(out)
-        if out.exists() or out.is_symlink():
-            if not overwrite:
-                raise OutputError(f"output {out} exists; pass --overwrite to replace it")
-            if not is_ours(out):
-                raise OutputError(
-                    f"{out} exists and was not written by napari-seamless (not a TIFF, nor a "
-                    "zarr it marked as its own); it is never replaced: choose another output"
-                )
+        check_replaceable(out, overwrite)
         _remove(tmp)
         try:
             yield tmp
-            if not tmp.exists():
-                raise OutputError(f"nothing was written for {out}")
-            if out.exists() and out.is_dir():
-                _swap_folder(tmp, out)
-            else:
-                _replace_file(tmp, out)
+            _swap_in(tmp, out)
         except BaseException:
             _remove(tmp)  # the new, unfinished output (or, after an exchange, the old one)
             raise
-    finally:
-        os.close(fd)
-        _sibling(out, "lock").unlink(missing_ok=True)
 
 
 @dataclass
@@ -385,12 +410,11 @@ def resumable_output(
     if resume and fresh:
         raise OutputError("--resume continues a stopped run and --fresh discards it: choose one")
     check_output_location(out, nbytes)
-    fd = _lock(out)
     folder = out.suffix.lower() == ".zarr"
     tmp = _sibling(out, f"partial-{os.getpid()}")
     scratch = tmp if folder else tmp.with_name(tmp.name + ".zarr")
     partial = Partial(out, scratch, tmp)
-    try:
+    with _locked(out):
         stopped = stopped_runs(out)
         if stopped and not (resume or fresh):
             raise OutputError(
@@ -401,22 +425,10 @@ def resumable_output(
             os.rename(stopped[-1], scratch)  # ours now: the lock says no one else writes it
             partial.resumed = True
         _recover(out, keep=scratch if partial.resumed else None)
-        if out.exists() or out.is_symlink():
-            if not overwrite:
-                raise OutputError(f"output {out} exists; pass --overwrite to replace it")
-            if not is_ours(out):
-                raise OutputError(
-                    f"{out} exists and was not written by napari-seamless (not a TIFF, nor a "
-                    "zarr it marked as its own); it is never replaced: choose another output"
-                )
+        check_replaceable(out, overwrite)
         try:
             yield partial
-            if not partial.path.exists():
-                raise OutputError(f"nothing was written for {out}")
-            if out.exists() and out.is_dir():
-                _swap_folder(partial.path, out)
-            else:
-                _replace_file(partial.path, out)
+            _swap_in(partial.path, out)
             if not folder:
                 _remove(scratch)
         except BaseException:  # keep finished tiles (Ctrl-C, SIGTERM, disk full) for --resume
@@ -425,9 +437,6 @@ def resumable_output(
             if not partial.keep:
                 _remove(scratch)
             raise
-    finally:
-        os.close(fd)
-        _sibling(out, "lock").unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- input

@@ -195,6 +195,14 @@ def _batches(schedule: Schedule, batch_size: int, take: Callable[[], Any]) -> It
         yield batch
 
 
+def _forward(steps: RunSteps, batch: list) -> Iterator[tuple[Tile, np.ndarray]]:
+    """Run the model on a batch of ``(tile, window)``, timed; pair each tile with its output."""
+    t0 = time.perf_counter()
+    probs = steps.forward([w for _, w in batch])
+    steps.stats.forward += time.perf_counter() - t0
+    return zip((t for t, _ in batch), probs, strict=True)
+
+
 class SerialExecutor:
     """Read, run and write each batch in turn, in the calling thread (the reference)."""
 
@@ -214,10 +222,7 @@ class SerialExecutor:
 
         try:
             for batch in _batches(schedule, steps.batch_size, take):
-                t0 = time.perf_counter()
-                probs = steps.forward([w for _, w in batch])
-                stats.forward += time.perf_counter() - t0
-                for (tile, _), p in zip(batch, probs, strict=True):
+                for tile, p in _forward(steps, batch):
                     t0 = time.perf_counter()
                     steps.finish(tile, p)
                     stats.write += time.perf_counter() - t0
@@ -342,10 +347,7 @@ class ThreadedExecutor:
 
         try:
             for batch in _batches(schedule, steps.batch_size, take):
-                t0 = time.perf_counter()
-                probs = steps.forward([w for _, w in batch])
-                stats.forward += time.perf_counter() - t0
-                for (tile, _), p in zip(batch, probs, strict=True):
+                for tile, p in _forward(steps, batch):
                     while True:  # bounded: wait for the writer, reporting what it finished
                         try:
                             to_write.put((tile, p), timeout=0.05)

@@ -1000,19 +1000,8 @@ class Predictor:
                 f"{_kind(executor)}"
             )
         plan = (mode, halo, overlap, weights, region)
-        return self._run(
-            image,
-            store,
-            tile,
-            output,
-            axes,
-            normalization,
-            border,
-            batch_size,
-            order,
-            plan,
-            executor,
-        )
+        args = (image, store, tile, output, axes, normalization, border, batch_size, order)
+        return TileRun(lambda run: self._tiles(run, *args, plan, executor))
 
     def plan(
         self,
@@ -1052,8 +1041,9 @@ class Predictor:
             return OverlapGrid(shape, tile, overlap, self.factor)
         return self.grid(shape, tile, border, halo)
 
-    def _run(
+    def _tiles(
         self,
+        run: TileRun,
         image: Any,
         store: Store,
         tile: Any,
@@ -1063,23 +1053,54 @@ class Predictor:
         border: Border,
         batch_size: int,
         order: Sequence[int] | None,
-        plan: tuple = ("exact", None, None, "gaussian", None),
-        executor: Any = None,
-    ) -> TileRun:
-        return TileRun(
-            self,
-            image,
-            store,
+        plan: tuple,
+        executor: Any,
+    ) -> Iterator[TileEvent]:
+        """The body of :meth:`run`: plan, fit the normalisation, execute, yield events."""
+        mode, halo, overlap, weights, region = plan
+        arr, _ = to_channel_first(image, self.ndim, self.in_channels, axes)
+        windows_plan = self.plan(
+            arr.shape[1:],
             tile,
-            output,
-            axes,
-            normalization,
-            border,
-            batch_size,
-            order,
-            plan,
-            executor,
+            border=border,
+            halo=halo,
+            mode=mode,
+            overlap=overlap,
+            weights=weights,
+            region=region,
         )
+        run.grid = windows_plan
+        np_dtype = self.np_dtype
+        norm = self._normalization(arr, normalization, np_dtype)
+        if order is not None and isinstance(windows_plan, TileGrid):
+            tiles = [windows_plan[i] for i in order]
+        else:
+            tiles = list(windows_plan)
+        blend = None
+        if isinstance(windows_plan, OverlapGrid):
+            blend = _Blend(weights, np_dtype, windows_plan.extent)
+            executor = SerialExecutor()  # the blend sums depend on the row-major order
+
+        def prepare(t: Tile) -> np.ndarray:
+            w = read_window(arr, t.window)
+            box = ", ".join(f"{z.start}:{z.stop}" for z in t.zor)
+            check_finite(w, f"the window of the tile whose ZoR is ({box})")
+            return norm(w).astype(np_dtype, copy=False)
+
+        def finish(t: Tile, p: np.ndarray) -> None:
+            block = p[(slice(None), *t.crop)] if blend is None else blend.add(t, p)
+            if output == "labels":
+                block = self.labels(block)
+            elif self.dtype == "float32":
+                block = block.astype(np.float32, copy=False)
+            store.write(t.zor, block)
+
+        schedule = Schedule(tiles)
+        run._attach(schedule)
+        steps = RunSteps(prepare, self._forward, finish, batch_size, run.stats)
+        executor = executor if executor is not None else SerialExecutor()
+        for done, t in enumerate(executor.execute(schedule, steps), start=1):
+            yield TileEvent(t, done, len(tiles))
 
     @staticmethod
     def _normalization(
@@ -1123,39 +1144,12 @@ class TileRun:
         The windows of the run, known once the first event is asked for.
     """
 
-    def __init__(
-        self,
-        predictor: Predictor,
-        image: Any,
-        store: Store,
-        tile: Any,
-        output: Output,
-        axes: str | None,
-        normalization: Any,
-        border: Border,
-        batch_size: int,
-        order: Sequence[int] | None,
-        plan: tuple,
-        executor: Any,
-    ) -> None:
+    def __init__(self, tiles: Callable[[TileRun], Iterator[TileEvent]]) -> None:
         self.stats = PipelineStats()
         self.grid: Any = None
         self._schedule: Schedule | None = None
         self._first: list[int] | None = None
-        self._events = self._generate(
-            predictor,
-            image,
-            store,
-            tile,
-            output,
-            axes,
-            normalization,
-            border,
-            batch_size,
-            order,
-            plan,
-            executor,
-        )
+        self._events = tiles(self)
 
     def __iter__(self) -> TileRun:
         return self
@@ -1182,67 +1176,11 @@ class TileRun:
         """Indices of the tiles not started yet, in the order they will start."""
         return [] if self._schedule is None else self._schedule.pending()
 
-    def _generate(
-        self,
-        pred: Predictor,
-        image: Any,
-        store: Store,
-        tile: Any,
-        output: Output,
-        axes: str | None,
-        normalization: Any,
-        border: Border,
-        batch_size: int,
-        order: Sequence[int] | None,
-        plan: tuple,
-        executor: Any,
-    ) -> Iterator[TileEvent]:
-        mode, halo, overlap, weights, region = plan
-        arr, _ = to_channel_first(image, pred.ndim, pred.in_channels, axes)
-        windows_plan = pred.plan(
-            arr.shape[1:],
-            tile,
-            border=border,
-            halo=halo,
-            mode=mode,
-            overlap=overlap,
-            weights=weights,
-            region=region,
-        )
-        self.grid = windows_plan
-        np_dtype = pred.np_dtype
-        norm = pred._normalization(arr, normalization, np_dtype)
-        if order is not None and isinstance(windows_plan, TileGrid):
-            tiles = [windows_plan[i] for i in order]
-        else:
-            tiles = list(windows_plan)
-        blend = None
-        if isinstance(windows_plan, OverlapGrid):
-            blend = _Blend(weights, np_dtype, windows_plan.extent)
-            executor = SerialExecutor()  # the blend sums depend on the row-major order
-
-        def prepare(t: Tile) -> np.ndarray:
-            w = read_window(arr, t.window)
-            box = ", ".join(f"{z.start}:{z.stop}" for z in t.zor)
-            check_finite(w, f"the window of the tile whose ZoR is ({box})")
-            return norm(w).astype(np_dtype, copy=False)
-
-        def finish(t: Tile, p: np.ndarray) -> None:
-            block = p[(slice(None), *t.crop)] if blend is None else blend.add(t, p)
-            if output == "labels":
-                block = pred.labels(block)
-            elif pred.dtype == "float32":
-                block = block.astype(np.float32, copy=False)
-            store.write(t.zor, block)
-
-        schedule = Schedule(tiles)
+    def _attach(self, schedule: Schedule) -> None:
+        """Take the schedule the run starts with, first moving what was prioritized."""
         if self._first:
             schedule.prioritize(self._first)
         self._schedule = schedule
-        steps = RunSteps(prepare, pred._forward, finish, batch_size, self.stats)
-        executor = executor if executor is not None else SerialExecutor()
-        for done, t in enumerate(executor.execute(schedule, steps), start=1):
-            yield TileEvent(t, done, len(tiles))
 
 
 class _Blend:
