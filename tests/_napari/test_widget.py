@@ -57,7 +57,14 @@ def test_cancel_keeps_partial_result_marked_incomplete(widget, qtbot):
     viewer.open_sample("napari-seamless", "nuclei")
     widget.tile.value = 208  # ZoR 16: 32 x 32 = 1024 tiles
     widget.run()
-    widget.worker.yielded.connect(lambda ev: widget.cancel() if ev.done == 2 else None)
+    zors = []
+
+    def on_tile(ev):
+        zors.append(ev.tile.zor)
+        if ev.done == 2:
+            widget.cancel()
+
+    widget.worker.yielded.connect(on_tile)
     with qtbot.waitSignal(widget.worker.finished, timeout=300_000):
         pass
     layer = widget.result_layer
@@ -72,9 +79,16 @@ def test_cancel_keeps_partial_result_marked_incomplete(widget, qtbot):
     data = np.asarray(layer.data[0])
     ref = segment(widget.predictor, viewer.layers["nuclei"].data, tile=None)
     done = np.zeros(data.shape, bool)
-    done[:16, : 16 * meta["tiles_done"]] = True  # row-major: the first tiles of row 0
+    assert len(zors) == meta["tiles_done"]
+    for zor in zors:
+        done[zor] = True
     assert np.array_equal(data[done], ref[done])
     assert not data[~done].any()
+    # the tile status overlay keeps what is missing in view: done clear, the rest pending
+    status = viewer.layers[ov.STATUS_NAME].data
+    assert status.shape == (32, 32)
+    assert (status == ov.DONE).sum() == len(zors)
+    assert (status == ov.PENDING).sum() == 1024 - len(zors)
 
 
 def test_no_image_layer_is_refused(widget):
@@ -180,3 +194,74 @@ def test_bioimageio_package_runs_with_declared_preprocessing_and_halo_warning(
     assert cli_main(["predict", str(DATA_DIR / "nuclei2d.tif"), "-o", str(out), "-q"]) == 0
     labels = np.asarray(layer.data[0])
     assert labels.mean() > 0.1 and np.array_equal(labels, tifffile.imread(out))
+
+
+def _screen_box(viewer, shape):
+    """The visible image pixels, from the camera by hand (image at scale 1, translate 0)."""
+    camera = viewer.scene.camera
+    h, w = viewer.canvas.size
+    cy, cx = camera.center[-2:]
+    lo = (max(0, cy - h / 2 / camera.zoom), max(0, cx - w / 2 / camera.zoom))
+    hi = (min(shape[0], cy + h / 2 / camera.zoom), min(shape[1], cx + w / 2 / camera.zoom))
+    return lo, hi
+
+
+def _tiles_meeting(grid, lo, hi):
+    return {
+        t.index
+        for t in grid
+        if all(z.start < b and a < z.stop for z, a, b in zip(t.zor, lo, hi, strict=True))
+    }
+
+
+def test_visible_tiles_first_and_a_pan_reorders_the_rest(widget, qtbot):
+    viewer = widget.viewer
+    viewer.open_sample("napari-seamless", "mosaic")
+    image = viewer.layers["nuclei mosaic"]
+    widget.tile.value = 512  # ZoR 320: 13 x 13 tiles
+    grid = widget._grid
+    assert len(grid) == 169
+    camera = viewer.scene.camera
+    h, w = viewer.canvas.size
+    camera.zoom = 1.5
+    camera.center = (h / 3.0, w / 3.0)  # the top-left corner of the mosaic fills the canvas
+    lo, hi = _screen_box(viewer, image.data.shape)
+    visible = _tiles_meeting(grid, lo, hi)
+    assert 2 <= len(visible) <= 30 and 0 in visible and 168 not in visible
+
+    seen = []
+    state = {}
+
+    def on_tile(ev):
+        seen.append(ev.tile.index)
+        if len(seen) == len(visible):  # pan to the opposite corner
+            camera.center = (4096 - h / 3.0, 4096 - w / 3.0)
+            state["new"] = _tiles_meeting(grid, *_screen_box(viewer, image.data.shape))
+
+    widget.run()
+    widget.worker.yielded.connect(on_tile)
+    # after the pan: the re-order lands once the camera rests; remember where it did
+    qtbot.waitUntil(lambda: "new" in state, timeout=120_000)
+    new = state["new"]
+    assert 168 in new and not new & visible
+    qtbot.waitUntil(lambda: widget.tile_run.pending()[0] in new, timeout=10_000)
+    state["at"] = len(seen)
+    status_layer = viewer.layers[ov.STATUS_NAME]
+    qtbot.waitUntil(lambda: new <= set(seen), timeout=120_000)
+    widget.cancel()
+    with qtbot.waitSignal(widget.worker.finished, timeout=60_000):
+        pass
+
+    # every tile in view was done before any other tile started (serial engine: done
+    # order is start order), nearest the centre of the view first
+    assert set(seen[: len(visible)]) == visible
+    # after the pan: the tile in flight when the order changed, then the new view
+    after = seen[state["at"] :]
+    assert new <= set(after[: len(new) + 1])
+    # the status overlay lies over the ZoRs: one label pixel per tile
+    assert status_layer.data.shape == grid.grid_shape
+    assert tuple(status_layer.scale) == (320.0, 320.0)
+    done = {i for i in range(len(grid)) if status_layer.data[grid[i].grid_index] == ov.DONE}
+    assert done == set(seen)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    viewer.screenshot(str(ARTIFACTS / "widget_visible_first.png"), canvas_only=False, flash=False)

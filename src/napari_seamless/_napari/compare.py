@@ -176,11 +176,7 @@ class ComparePanel(QWidget):
         if choice == "whole":
             return None
         if choice == "visible":
-            scene = getattr(self.viewer, "scene", None)
-            camera = scene.camera if scene is not None else self.viewer.camera
-            world = ov.visible_box(camera.center, camera.zoom, self.viewer.canvas.size)
-            data = np.array([image.world_to_data(w) for w in world])[:, -2:]
-            lo, hi = data.min(axis=0), data.max(axis=0)
+            lo, hi = ov.visible_data_box(self.viewer, image)
         else:
             layer = self._region_layer()
             if layer is None or len(layer.data) == 0:

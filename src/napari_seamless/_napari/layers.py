@@ -130,6 +130,68 @@ def visible_box(center: Any, zoom: float, canvas_size: Any) -> np.ndarray:
     return np.array([c - half, c + half])
 
 
+def camera_of(viewer: Any) -> Any:
+    """The viewer's camera model (``viewer.scene.camera`` from napari 0.9, else ``.camera``)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None else viewer.camera
+
+
+def visible_data_box(viewer: Any, image_layer: Any) -> np.ndarray:
+    """Data-pixel corners ``[[y0, x0], [y1, x1]]`` of what the canvas shows of ``image_layer``.
+
+    The camera's visible world box (:func:`visible_box`) mapped through the layer's
+    transform; not clipped to the image (it may lie partly or wholly outside).
+    """
+    camera = camera_of(viewer)
+    world = visible_box(camera.center, camera.zoom, viewer.canvas.size)
+    data = np.array([image_layer.world_to_data(w) for w in world])[:, -2:]
+    return np.array([data.min(axis=0), data.max(axis=0)])
+
+
+def visible_slices(viewer: Any, image_layer: Any, shape: Any) -> tuple[slice, ...] | None:
+    """The visible part of a 2D image of ``shape`` (Y, X) as pixel slices; None if none."""
+    lo, hi = visible_data_box(viewer, image_layer)
+    lo = [max(0, int(np.floor(v))) for v in lo]
+    hi = [min(int(n), int(np.ceil(v))) for v, n in zip(hi, shape[-2:], strict=True)]
+    if any(b <= a for a, b in zip(lo, hi, strict=True)):
+        return None
+    return tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+
+
+# --- tile status: one label pixel per ZoR, drawn over the result while a run goes ---
+
+STATUS_NAME = "seamless tile status"
+PENDING, RUNNING, DONE, FAILED = 1, 2, 3, 4
+STATUS_COLORS = {
+    PENDING: (0.55, 0.55, 0.55, 0.45),  # dimmed: not computed yet
+    RUNNING: (1.0, 0.85, 0.0, 0.55),  # in the model now
+    DONE: (0.0, 0.0, 0.0, 0.0),  # clear: the result shows through
+    FAILED: (1.0, 0.1, 0.1, 0.65),
+}
+
+
+def status_colormap() -> Any:
+    """Labels colormap of the tile status layer (PENDING grey, RUNNING yellow, FAILED red)."""
+    from napari.utils import DirectLabelColormap
+
+    colors: dict[Any, Any] = {None: "transparent", 0: "transparent"}
+    colors.update({k: np.asarray(v) for k, v in STATUS_COLORS.items()})
+    return DirectLabelColormap(color_dict=colors)
+
+
+def status_placement(image_layer: Any, grid: TileGrid) -> dict[str, Any]:
+    """Scale and translate that lay one status pixel over each ZoR of ``grid``.
+
+    A status pixel ``k`` covers image pixels ``k*Z .. (k+1)*Z - 1`` (Z the ZoR size); the
+    last row and column reach past the image edge by what the F-padding adds.
+    """
+    place = placement(image_layer)
+    zor = np.asarray(grid.zor_size, dtype=float)
+    scale = np.asarray(place["scale"], dtype=float)
+    translate = np.asarray(place["translate"], dtype=float) + (zor / 2.0 - 0.5) * scale
+    return {"scale": tuple(zor * scale), "translate": tuple(translate)}
+
+
 def line_width_for(image_layer: Any) -> float:
     """Overlay line width in data pixels for ``image_layer`` (1 px when there is none)."""
     if image_layer is None:

@@ -26,11 +26,12 @@ from magicgui.widgets import (
 )
 from napari.layers import Image
 from napari.qt.threading import create_worker
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from ..engine import ChannelError, Predictor, TileEvent, to_channel_first
 from ..errors import ArgumentError
-from ..grid import RegionError, TileGrid, TileSizeError
+from ..grid import RegionError, TileGrid, TileSizeError, viewport_order
 from ..overlap import OverlapGrid
 from ..stores import LabelsStore, PyramidStore
 from . import layers as ov
@@ -51,6 +52,7 @@ MODE_CHOICES = [
     ("overlap-average (comparison only)", "overlap-average"),
 ]
 REFRESH_INTERVAL_S = 0.2
+REORDER_DELAY_MS = 150  # a pan or zoom re-orders pending tiles once the camera rests this long
 SCORES_SHARE = 4  # scores are kept for Compare when they take under 1/4 of the budget
 
 
@@ -67,25 +69,9 @@ def _load_and_analyse(spec: str) -> tuple[Any, Predictor, tuple[int, ...]]:
     return loaded, pred, erf
 
 
-def _tiles(
-    predictor: Predictor,
-    data: Any,
-    store: Any,
-    tile: int,
-    axes: str | None,
-    normalization: Any = "percentile",
-    settings: dict | None = None,
-):
-    """Worker-thread generator: run the tiles (scores into ``store``), yield one event each."""
-    yield from predictor.run(
-        data,
-        store,
-        tile,
-        output="probabilities",
-        axes=axes,
-        normalization=normalization,
-        **(settings or {}),
-    )
+def _events(run: Any):
+    """Worker-thread generator: compute the tiles of ``run`` (a TileRun), yield each event."""
+    yield from run
 
 
 def describe_run(meta: dict) -> str:
@@ -124,6 +110,13 @@ class SeamlessWidget(QWidget):
         self._grid_layer: Any = None
         self._halo_layer: Any = None
         self._grid: TileGrid | None = None
+        self.tile_run: Any = None  # the engine's TileRun while a run is in flight
+        self._status_layer: Any = None
+        self._status: np.ndarray | None = None  # one status code per tile, grid-shaped
+        self._status_key: tuple | None = None  # (image, grid) the status layer was drawn for
+        self._done: set[int] = set()
+        self._run_image: Any = None  # the image layer of the run in flight
+        self._running: set[int] = set()
         self._models: dict[str, tuple[Any, Predictor, tuple[int, ...]]] = {}
         self.erf: tuple[int, ...] | None = None
         self._loader: Any = None
@@ -152,6 +145,11 @@ class SeamlessWidget(QWidget):
             label="weights", choices=["gaussian", "constant"], value="gaussian", visible=False
         )
         self.show_grid = CheckBox(text="show ZoR grid and halo", value=True)
+        self.show_status = CheckBox(text="show tile status", value=True)
+        self.show_status.tooltip = (
+            "While a run goes: grey tiles are pending, the yellow tile is in the model, "
+            "red tiles failed; done tiles are clear. Tiles in view are computed first."
+        )
         self.info = Label(label="geometry", value="")
         self.run_button = PushButton(text="Run")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
@@ -169,6 +167,7 @@ class SeamlessWidget(QWidget):
                 self.overlap,
                 self.weights,
                 self.show_grid,
+                self.show_status,
                 self.info,
                 self.run_button,
                 self.cancel_button,
@@ -198,10 +197,22 @@ class SeamlessWidget(QWidget):
         self.overlap.changed.connect(self._update)
         self.weights.changed.connect(self._update)
         self.show_grid.changed.connect(self._update)
+        self.show_status.changed.connect(self._on_show_status)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
         self.viewer.layers.events.inserted.connect(self._reset_layers)
         self.viewer.layers.events.removed.connect(self._reset_layers)
+        # the visible region first: a pan or zoom re-orders the pending tiles (debounced)
+        self._reorder_timer = QTimer(self)
+        self._reorder_timer.setSingleShot(True)
+        self._reorder_timer.setInterval(REORDER_DELAY_MS)
+        self._reorder_timer.timeout.connect(self._reorder)
+        camera = ov.camera_of(self.viewer)
+        camera.events.center.connect(self._on_camera)
+        camera.events.zoom.connect(self._on_camera)
+        self._poll = QTimer(self)  # the running tile is known only to the engine: look
+        self._poll.setInterval(int(REFRESH_INTERVAL_S * 1000))
+        self._poll.timeout.connect(self._show_progress)
         self._reset_layers()
         self._on_model_choice()
 
@@ -211,7 +222,11 @@ class SeamlessWidget(QWidget):
 
     def _reset_layers(self, event: Any = None) -> None:
         changed = getattr(event, "value", None)
-        if changed is not None and changed in (self._grid_layer, self._halo_layer):
+        if changed is not None and changed in (
+            self._grid_layer,
+            self._halo_layer,
+            self._status_layer,
+        ):
             return  # our own overlays come and go; a user who deletes one is not overruled
         self.image.reset_choices()
         self._update()
@@ -363,6 +378,8 @@ class SeamlessWidget(QWidget):
         problem, grid = self._validate()
         self._grid = grid
         self.run_button.enabled = problem is None
+        if self._status_key is not None and self._status_key != self._plan_key(grid):
+            self._remove_status()  # the last run's tile status belongs to another plan
         if problem is not None:
             self.info.value = ""
             self._set_halo_note("", False)
@@ -401,6 +418,49 @@ class SeamlessWidget(QWidget):
         self._draw_overlays(grid, 0)
 
     # ------------------------------------------------------------------ overlays
+    def _plan_key(self, grid: Any) -> tuple | None:
+        """What identifies a drawn plan: the image layer and the grid geometry."""
+        if not isinstance(grid, TileGrid):
+            return None
+        return (id(self.image.value), grid.shape, grid.tile, grid.halo)
+
+    def _remove_status(self) -> None:
+        layer = self._status_layer
+        self._status_layer = self._status_key = None
+        if layer is not None and layer in self.viewer.layers:
+            self.viewer.layers.remove(layer)
+
+    def _draw_status(self) -> None:
+        """Show the tile status array (add the layer once, then refresh it in place)."""
+        grid, status = self._grid, self._status
+        if status is None or not isinstance(grid, TileGrid) or grid.ndim != 2:
+            return
+        if not self.show_status.value:
+            self._remove_status()
+            return
+        layer = self._status_layer
+        if layer is None or layer not in self.viewer.layers:
+            self._status_layer = self.viewer.add_labels(
+                status,
+                name=ov.STATUS_NAME,
+                colormap=ov.status_colormap(),
+                opacity=1.0,
+                blending="translucent",
+                **ov.status_placement(self.image.value, grid),
+            )
+            self._status_layer.editable = False
+            self._status_key = self._plan_key(grid)
+            self._raise_overlays()
+            self.viewer.layers.selection.active = self.result_layer or self.image.value
+        else:
+            layer.refresh()
+
+    def _on_show_status(self, _value: Any = None) -> None:
+        if self.show_status.value:
+            self._draw_status()
+        else:
+            self._remove_status()
+
     def _remove_overlays(self) -> None:
         for layer in (self._grid_layer, self._halo_layer):
             if layer is not None and layer in self.viewer.layers:
@@ -514,22 +574,29 @@ class SeamlessWidget(QWidget):
         self.cancel_button.enabled = True
         self._set_status(f"Running {len(grid)} tiles...")
         self._t0 = time.perf_counter()
-        worker = create_worker(
-            _tiles,
-            self.predictor,
+        self._grid, self._run_image = grid, image
+        self.tile_run = self.predictor.run(
             data,
             store,
             int(self.tile.value),
-            "YXC" if image.rgb else None,
-            self.loaded.normalization if self.loaded is not None else "percentile",
-            settings,
-            _start_thread=False,
-            _ignore_errors=True,
+            output="probabilities",
+            axes="YXC" if image.rgb else None,
+            normalization=self.loaded.normalization if self.loaded is not None else "percentile",
+            **settings,
         )
+        self._done, self._running = set(), set()
+        self._status = None
+        if isinstance(grid, TileGrid) and grid.ndim == 2:
+            self._remove_status()
+            self._status = np.full(grid.grid_shape, ov.PENDING, dtype=np.uint8)
+            self._draw_status()
+            self._reorder()  # tiles in view first, then outward from the view
+        worker = create_worker(_events, self.tile_run, _start_thread=False, _ignore_errors=True)
         worker.yielded.connect(self._on_tile)
         worker.errored.connect(self._on_error)
         worker.finished.connect(self._on_finished)
         self.worker = worker
+        self._poll.start()
         worker.start()
 
     def cancel(self, _value: Any = None) -> None:
@@ -542,17 +609,60 @@ class SeamlessWidget(QWidget):
         self.progress.value = event.done
         meta = self.result_layer.metadata["seamless"]
         meta["tiles_done"] = event.done
-        if self._grid is not None and event.done < event.total:
-            self._draw_halo(self._grid, event.done)
+        self._done.add(event.tile.index)
+        self._running.discard(event.tile.index)
+        if self._status is not None:
+            self._status[event.tile.grid_index] = ov.DONE
         now = time.perf_counter()
-        if now - self._last_refresh >= REFRESH_INTERVAL_S:
+        if now - self._last_refresh >= REFRESH_INTERVAL_S or event.done == 1:
             self._last_refresh = now
             self.result_layer.refresh(thumbnail=False, extent=False, highlight=False)
+            self._show_progress()
+
+    def _show_progress(self) -> None:
+        """Mark the tiles the engine has started but not finished as running; draw them."""
+        run, grid, status = self.tile_run, self._grid, self._status
+        if run is None or status is None or not isinstance(grid, TileGrid):
+            return
+        pending = run.pending()
+        if not pending and not self._done:
+            return  # not started yet (or every tile in flight at once): nothing to tell
+        running = set(range(len(grid))) - self._done - set(pending)
+        for index in self._running - running - self._done:
+            status[grid[index].grid_index] = ov.PENDING
+        for index in running:
+            status[grid[index].grid_index] = ov.RUNNING
+        self._running = running
+        if running:
+            self._draw_halo(grid, min(running))
+        self._draw_status()
+
+    def _on_camera(self, _event: Any = None) -> None:
+        if self.tile_run is not None:
+            self._reorder_timer.start()  # restarts: one re-order once the camera rests
+
+    def _reorder(self) -> None:
+        """Put the pending tiles in view first, nearest the centre of the view first."""
+        run, grid = self.tile_run, self._grid
+        if run is None or not isinstance(grid, TileGrid) or grid.ndim != 2:
+            return
+        if self.viewer.dims.ndisplay != 2 or self._run_image is None:
+            return
+        box = ov.visible_slices(self.viewer, self._run_image, grid.shape)
+        if box is not None:
+            run.prioritize(viewport_order(grid, box))
 
     def _on_error(self, err: Exception) -> None:
+        if self._status is not None and isinstance(self._grid, TileGrid):
+            for index in self._running:
+                self._status[self._grid[index].grid_index] = ov.FAILED
+            self._running = set()
+            self._draw_status()
         self._set_status(f"Run failed: {err}. The layer holds only the finished tiles.", error=True)
 
     def _on_finished(self) -> None:
+        self._poll.stop()
+        self._reorder_timer.stop()
         layer = self.result_layer
         meta = layer.metadata["seamless"]
         done, total = meta["tiles_done"], meta["tiles_total"]
@@ -561,6 +671,7 @@ class SeamlessWidget(QWidget):
         elapsed = time.perf_counter() - self._t0
         meta["seconds"] = elapsed
         if done == total:
+            self._remove_status()  # all clear: nothing left to show
             done_text = (
                 f"Done: {total} tiles in {elapsed:.1f} s ({elapsed / total:.2f} s per tile)."
             )
@@ -569,6 +680,10 @@ class SeamlessWidget(QWidget):
                 done_text += f" This result is {tag}: it does not equal whole-image inference."
             self._set_status(" ".join([done_text, *self._warnings]))  # warnings stay in view
         else:
+            if self._status is not None and isinstance(self._grid, TileGrid):
+                for index in self._running:  # stopped before they were written
+                    self._status[self._grid[index].grid_index] = ov.PENDING
+                self._draw_status()  # what is still missing stays marked
             layer.name = f"{layer.name} (incomplete)"
             if not self.status.value.startswith("Run failed"):
                 self._set_status(
@@ -576,6 +691,11 @@ class SeamlessWidget(QWidget):
                     "(unfinished tiles are 0 = background).",
                     error=True,
                 )
+        self._running = set()
+        if self.tile_run is not None:
+            self.tile_run.close()
+        self.tile_run = None
+        self._run_image = None
         self.worker = None
         self.cancel_button.enabled = False
         self._update(keep_status=True)
