@@ -4,7 +4,8 @@ Examples
 --------
 ::
 
-    seamless predict image.tif -o labels.tif                 # default model, tile 512
+    seamless predict image.tif -o labels.tif                 # default model, tile chosen
+    seamless predict image.tif -o labels.tif --tile 1024     # a tile of your own
     seamless predict image.tif -o scores.zarr --probabilities
     seamless halo --model nuclei --json
     seamless demo --screenshot demo.png
@@ -86,6 +87,63 @@ def _input_identity(src: Path) -> dict[str, Any]:
     return {"input": str(src.resolve()), "input_mtime_ns": stat.st_mtime_ns}
 
 
+def _tile_arg(text: str) -> int | str:
+    """``--tile``: ``auto`` or a window size in pixels."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither a window size in pixels (e.g. 1024) nor 'auto'"
+        ) from None
+
+
+def _budget_arg(text: str) -> int:
+    """``--memory-budget``: a size such as 4GB, in bytes."""
+    from .engine.autotile import TileBudgetError, parse_bytes
+
+    try:
+        return parse_bytes(text)
+    except TileBudgetError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _recorded_tile(out: Path) -> tuple[int, ...] | None:
+    """The tile a stopped run of ``out`` used (what ``--resume`` must use again), or None."""
+    from .io import stopped_runs
+    from .stores import OmeZarrStore
+
+    for scratch in reversed(stopped_runs(out)):
+        try:
+            tile = OmeZarrStore.open(scratch, mode="r").settings.get("tile")
+        except Exception:  # noqa: BLE001 - unreadable: the resume itself will say why
+            return None
+        if isinstance(tile, list) and tile and all(isinstance(t, int) for t in tile):
+            return tuple(tile)
+        return None
+    return None
+
+
+def _choose_tile(args: argparse.Namespace, pred: Any, spatial: tuple[int, ...], out: Path) -> Any:
+    """The tile of this run: ``--tile N``, the stopped run's on ``--resume``, or a probe's."""
+    from .engine import choose_tile
+
+    if args.tile != "auto":
+        return args.tile
+    if args.resume and (tile := _recorded_tile(out)) is not None:
+        if not args.quiet:
+            shown = "x".join(map(str, tile)) if len(set(tile)) > 1 else str(tile[0])
+            print(f"seamless: tile auto: {shown}, as in the stopped run", file=sys.stderr)
+        return tile
+    choice = choose_tile(
+        pred, spatial, args.memory_budget, batch_size=args.batch_size, border=args.border
+    )
+    if not args.quiet:
+        print(f"seamless: tile auto: {choice.describe()}", file=sys.stderr)
+    return choice.tile
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
     import time
     import warnings
@@ -117,6 +175,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         return _fail("--resume continues a stopped run and --fresh discards it: choose one")
     if args.readers < 0:
         return _fail(f"--readers must be 0 (no pipeline) or more, got {args.readers}")
+    if args.tile != "auto" and args.memory_budget is not None:
+        return _fail(
+            "--memory-budget sets what --tile auto may use; drop it, or pass --tile auto "
+            "instead of a window size"
+        )
     check_output_location(out)  # a missing or read-only folder is told before any work
     source, image, axes = _open_input(args)
     with warnings.catch_warnings():
@@ -150,7 +213,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         )
     arr, axes = to_channel_first(image, pred.ndim, pred.in_channels, axes)
     spatial = tuple(int(n) for n in arr.shape[1:])
-    grid = pred.grid(spatial, args.tile, border=args.border)
+    tile = _choose_tile(args, pred, spatial, out)
+    grid = pred.grid(spatial, tile, border=args.border)
     print(
         f"seamless: {src.name} ({source.source}) {spatial} | model {loaded.name} "
         f"({pred.convention}) | {grid.describe()}",
@@ -231,7 +295,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         run = pred.run(
             image,
             store,
-            args.tile,
+            tile,
             output=output,
             axes=axes,
             normalization=loaded.normalization,
@@ -263,6 +327,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             write_tiff_pyramid(store.levels, part.path, axes=store_axes.upper())
     seconds = time.perf_counter() - started
     stats = run.stats
+    if run.backoffs:
+        last = run.backoffs[-1]
+        print(
+            f"seamless: note: {run.backoffs[0].describe()}; ended with windows of at most "
+            f"{'x'.join(map(str, last.window))} after {len(run.backoffs)} back-off(s), the "
+            "result unchanged (every part with its full halo)",
+            file=sys.stderr,
+        )
     print(
         f"seamless: wrote {out} ({len(todo)} tiles computed"
         f"{f', {store.tiles_total - len(todo)} resumed' if part.resumed else ''}, "
@@ -705,9 +777,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pr.add_argument(
         "--tile",
-        type=int,
-        default=512,
-        help="input window size in pixels, a multiple of F (default 512)",
+        type=_tile_arg,
+        default="auto",
+        metavar="N|auto",
+        help="input window size in pixels, a multiple of F; 'auto' (default): the fastest "
+        "that fits the memory budget, from a probe of the model of a few seconds",
+    )
+    pr.add_argument(
+        "--memory-budget",
+        type=_budget_arg,
+        default=None,
+        metavar="SIZE",
+        help="memory one forward pass may take with --tile auto, e.g. 4GB or 512MiB "
+        "(default: 80%% of the free GPU memory, or half the available RAM)",
     )
     pr.add_argument(
         "--halo", type=int, default=None, help="override the halo computed from the model (pixels)"

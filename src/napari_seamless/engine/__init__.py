@@ -13,10 +13,25 @@ it, and stopping the generator between tiles cancels the run.
     reads and normalises windows in background threads ahead of the model and crops and
     writes behind it (bounded queues, so memory stays flat), in an order that can change
     while the run goes (the visible region first).
+``autotile``
+    :func:`choose_tile`: the fastest F-aligned tile within a memory budget, from a short
+    probe of the model (peak memory and time of a forward pass at a few window sizes).
+``backoff``
+    Out of memory in a run: the failed tile and the rest in windows smaller by F (each
+    ZoR in parts with the full halo, still exact), no finished tile lost.
 
 Nothing here imports Qt or napari.
 """
 
+from .autotile import (
+    TileBudgetError,
+    TileChoice,
+    TileProbe,
+    choose_tile,
+    memory_budget,
+    parse_bytes,
+)
+from .backoff import Backoff, TileMemoryError, is_out_of_memory
 from .executors import Schedule, SerialExecutor, ThreadedExecutor
 from .predictor import (
     ACTIVATIONS,
@@ -42,6 +57,15 @@ __all__ = [
     "Schedule",
     "SerialExecutor",
     "ThreadedExecutor",
+    "choose_tile",
+    "TileChoice",
+    "TileProbe",
+    "TileBudgetError",
+    "memory_budget",
+    "parse_bytes",
+    "Backoff",
+    "TileMemoryError",
+    "is_out_of_memory",
     "predict",
     "segment",
     "read_window",

@@ -97,6 +97,11 @@ class RunSteps:
         Windows of equal shape run together.
     stats : PipelineStats
         Filled as the run goes.
+    recover : callable, optional
+        ``recover(batch, error) -> list of numpy.ndarray``: when ``forward`` raises, the
+        outputs of the batch of ``(tile, window)`` computed another way (e.g. in smaller
+        windows after running out of memory, :mod:`napari_seamless.engine.backoff`), or
+        the error raised again. None: the error ends the run.
     """
 
     prepare: Callable[[Tile], np.ndarray]
@@ -104,6 +109,9 @@ class RunSteps:
     finish: Callable[[Tile, np.ndarray], None]
     batch_size: int = 1
     stats: PipelineStats = field(default_factory=PipelineStats)
+    recover: Callable[[list[tuple[Tile, np.ndarray]], BaseException], list[np.ndarray]] | None = (
+        None
+    )
 
 
 class Schedule:
@@ -198,7 +206,12 @@ def _batches(schedule: Schedule, batch_size: int, take: Callable[[], Any]) -> It
 def _forward(steps: RunSteps, batch: list) -> Iterator[tuple[Tile, np.ndarray]]:
     """Run the model on a batch of ``(tile, window)``, timed; pair each tile with its output."""
     t0 = time.perf_counter()
-    probs = steps.forward([w for _, w in batch])
+    try:
+        probs = steps.forward([w for _, w in batch])
+    except Exception as err:  # out of memory, say: the steps may compute it another way
+        if steps.recover is None:
+            raise
+        probs = steps.recover(batch, err)
     steps.stats.forward += time.perf_counter() - t0
     return zip((t for t, _ in batch), probs, strict=True)
 

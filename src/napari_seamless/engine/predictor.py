@@ -30,6 +30,7 @@ from ..preprocessing import (
     check_finite,
 )
 from ..stores import ArrayStore, Store
+from .backoff import Backoff, WindowBackoff
 from .executors import Executor, PipelineStats, RunSteps, Schedule, SerialExecutor
 
 __all__ = [
@@ -798,6 +799,13 @@ class Predictor:
             )
         return halo
 
+    def _release_memory(self) -> None:
+        """Give cached device memory back after an out-of-memory error (CUDA)."""
+        if getattr(self.device, "type", "cpu") == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
+
     def _forward(self, windows: list[np.ndarray]) -> np.ndarray:
         import torch
 
@@ -1098,6 +1106,17 @@ class Predictor:
         schedule = Schedule(tiles)
         run._attach(schedule)
         steps = RunSteps(prepare, self._forward, finish, batch_size, run.stats)
+        if mode == "exact" and tile is not None:  # out of memory: smaller windows, exact
+            # (not the references, tile=None: they are one window by definition)
+            backoff = WindowBackoff(
+                self._forward,
+                arr.shape[1:],
+                windows_plan.halo,
+                self.factor,
+                release=self._release_memory,
+            )
+            run._backoff = backoff
+            steps.forward, steps.recover = backoff.forward, backoff.recover
         executor = executor if executor is not None else SerialExecutor()
         for done, t in enumerate(executor.execute(schedule, steps), start=1):
             yield TileEvent(t, done, len(tiles))
@@ -1147,6 +1166,7 @@ class TileRun:
     def __init__(self, tiles: Callable[[TileRun], Iterator[TileEvent]]) -> None:
         self.stats = PipelineStats()
         self.grid: Any = None
+        self._backoff: WindowBackoff | None = None
         self._schedule: Schedule | None = None
         self._first: list[int] | None = None
         self._events = tiles(self)
@@ -1175,6 +1195,29 @@ class TileRun:
     def pending(self) -> list[int]:
         """Indices of the tiles not started yet, in the order they will start."""
         return [] if self._schedule is None else self._schedule.pending()
+
+    @property
+    def backoffs(self) -> list[Backoff]:
+        """Every back-off after an out-of-memory error so far (empty: none), in order.
+
+        After one, the failed tile and every later one are computed in windows of at most
+        :attr:`window` (each ZoR in parts with the full halo: still exact); events and the
+        done-tile record stay in the grid's tiles (see :mod:`napari_seamless.engine.backoff`).
+        """
+        return [] if self._backoff is None else list(self._backoff.backoffs)
+
+    @property
+    def window(self) -> tuple[int, ...] | None:
+        """The largest window per axis the run computes now (pixels).
+
+        The grid's tile, or the smaller size it backed off to after running out of memory
+        (the padded image for the whole-image reference); None before the first event,
+        and for an overlap-average or region run.
+        """
+        if self._backoff is not None and self._backoff.window is not None:
+            return self._backoff.window
+        grid = self.grid
+        return grid.tile if isinstance(grid, TileGrid) else None
 
     def _attach(self, schedule: Schedule) -> None:
         """Take the schedule the run starts with, first moving what was prioritized."""
