@@ -56,15 +56,18 @@ def test_cancel_keeps_partial_result_marked_incomplete(widget, qtbot):
     viewer = widget.viewer
     viewer.open_sample("napari-seamless", "nuclei")
     widget.tile.value = 208  # ZoR 16: 32 x 32 = 1024 tiles
-    widget.run()
-    zors = []
+    zors, cells = [], []
+    handle = widget._on_tile
 
-    def on_tile(ev):
+    def on_tile(ev):  # the widget's own slot, seeing every event it handles
+        handle(ev)
         zors.append(ev.tile.zor)
+        cells.append(ev.tile.grid_index)
         if ev.done == 2:
             widget.cancel()
 
-    widget.worker.yielded.connect(on_tile)
+    widget._on_tile = on_tile  # run() connects it before the engine starts
+    widget.run()
     with qtbot.waitSignal(widget.worker.finished, timeout=300_000):
         pass
     layer = widget.result_layer
@@ -85,10 +88,12 @@ def test_cancel_keeps_partial_result_marked_incomplete(widget, qtbot):
     assert np.array_equal(data[done], ref[done])
     assert not data[~done].any()
     # the tile status overlay keeps what is missing in view: done clear, the rest pending
-    status = viewer.layers[ov.STATUS_NAME].data
-    assert status.shape == (32, 32)
-    assert (status == ov.DONE).sum() == len(zors)
-    assert (status == ov.PENDING).sum() == 1024 - len(zors)
+    expected = np.full((32, 32), ov.PENDING, np.uint8)
+    for cell in cells:
+        expected[cell] = ov.DONE
+    status = viewer.layers[ov.STATUS_NAME]
+    assert np.array_equal(status.data, ov.status_rgba(expected))
+    assert status.data[..., 3].astype(bool).sum() == 1024 - len(zors)  # done tiles are clear
 
 
 def test_no_image_layer_is_refused(widget):
@@ -231,15 +236,17 @@ def test_visible_tiles_first_and_a_pan_reorders_the_rest(widget, qtbot):
 
     seen = []
     state = {}
+    handle = widget._on_tile
 
-    def on_tile(ev):
+    def on_tile(ev):  # the widget's own slot, seeing every event it handles
+        handle(ev)
         seen.append(ev.tile.index)
         if len(seen) == len(visible):  # pan to the opposite corner
             camera.center = (4096 - h / 3.0, 4096 - w / 3.0)
             state["new"] = _tiles_meeting(grid, *_screen_box(viewer, image.data.shape))
 
+    widget._on_tile = on_tile  # run() connects it before the engine starts
     widget.run()
-    widget.worker.yielded.connect(on_tile)
     # after the pan: the re-order lands once the camera rests; remember where it did
     qtbot.waitUntil(lambda: "new" in state, timeout=120_000)
     new = state["new"]
@@ -259,9 +266,13 @@ def test_visible_tiles_first_and_a_pan_reorders_the_rest(widget, qtbot):
     after = seen[state["at"] :]
     assert new <= set(after[: len(new) + 1])
     # the status overlay lies over the ZoRs: one label pixel per tile
-    assert status_layer.data.shape == grid.grid_shape
+    assert status_layer.data.shape == (*grid.grid_shape, 4)
     assert tuple(status_layer.scale) == (320.0, 320.0)
-    done = {i for i in range(len(grid)) if status_layer.data[grid[i].grid_index] == ov.DONE}
-    assert done == set(seen)
+    clear = {i for i in range(len(grid)) if status_layer.data[grid[i].grid_index][3] == 0}
+    assert clear == set(seen)  # done: clear; the rest: pending grey (none failed or running)
+    grey = ov.status_rgba(np.array([ov.PENDING], np.uint8))[0]
+    assert all(
+        (status_layer.data[grid[i].grid_index] == grey).all() for i in set(range(169)) - clear
+    )
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     viewer.screenshot(str(ARTIFACTS / "widget_visible_first.png"), canvas_only=False, flash=False)

@@ -170,13 +170,16 @@ STATUS_COLORS = {
 }
 
 
-def status_colormap() -> Any:
-    """Labels colormap of the tile status layer (PENDING grey, RUNNING yellow, FAILED red)."""
-    from napari.utils import DirectLabelColormap
+def status_rgba(status: np.ndarray) -> np.ndarray:
+    """The tile status codes as an RGBA image: ``(*grid_shape, 4)`` uint8, one pixel per tile.
 
-    colors: dict[Any, Any] = {None: "transparent", 0: "transparent"}
-    colors.update({k: np.asarray(v) for k, v in STATUS_COLORS.items()})
-    return DirectLabelColormap(color_dict=colors)
+    Colours from :data:`STATUS_COLORS` (an Image layer of a few hundred pixels is cheap to
+    add and to update while tiles land; a Labels layer costs a second to add).
+    """
+    lut = np.zeros((256, 4), dtype=np.uint8)
+    for code, rgba in STATUS_COLORS.items():
+        lut[code] = np.round(np.asarray(rgba) * 255)
+    return lut[np.asarray(status, dtype=np.uint8)]
 
 
 def status_placement(image_layer: Any, grid: TileGrid) -> dict[str, Any]:

@@ -9,6 +9,7 @@ change happens on the GUI thread in the slots below.
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,9 +70,16 @@ def _load_and_analyse(spec: str) -> tuple[Any, Predictor, tuple[int, ...]]:
     return loaded, pred, erf
 
 
-def _events(run: Any):
-    """Worker-thread generator: compute the tiles of ``run`` (a TileRun), yield each event."""
-    yield from run
+def _events(run: Any, ready: threading.Event):
+    """Worker-thread generator: compute the tiles of ``run`` (a TileRun), yield each event.
+
+    The first tile is computed while the GUI thread adds the layers; its event waits for
+    ``ready`` (set once they are there), so the run cannot race ahead of a widget that is
+    not listening yet.
+    """
+    for event in run:
+        ready.wait()
+        yield event
 
 
 def describe_run(meta: dict) -> str:
@@ -440,20 +448,21 @@ class SeamlessWidget(QWidget):
             return
         layer = self._status_layer
         if layer is None or layer not in self.viewer.layers:
-            self._status_layer = self.viewer.add_labels(
-                status,
+            self._status_layer = self.viewer.add_image(
+                ov.status_rgba(status),
+                rgb=True,
                 name=ov.STATUS_NAME,
-                colormap=ov.status_colormap(),
-                opacity=1.0,
                 blending="translucent",
-                **ov.status_placement(self.image.value, grid),
+                interpolation2d="nearest",
+                **ov.status_placement(
+                    self.image.value if self._run_image is None else self._run_image, grid
+                ),
             )
-            self._status_layer.editable = False
             self._status_key = self._plan_key(grid)
             self._raise_overlays()
             self.viewer.layers.selection.active = self.result_layer or self.image.value
         else:
-            layer.refresh()
+            layer.data = ov.status_rgba(status)
 
     def _on_show_status(self, _value: Any = None) -> None:
         if self.show_status.value:
@@ -556,6 +565,32 @@ class SeamlessWidget(QWidget):
             "image": image.name,
             "seconds": None,
         }
+        self._grid, self._run_image = grid, image
+        self.tile_run = self.predictor.run(
+            data,
+            store,
+            int(self.tile.value),
+            output="probabilities",
+            axes="YXC" if image.rgb else None,
+            normalization=self.loaded.normalization if self.loaded is not None else "percentile",
+            **settings,
+        )
+        self._done, self._running = set(), set()
+        self._status = None
+        if isinstance(grid, TileGrid) and grid.ndim == 2:
+            self._status = np.full(grid.grid_shape, ov.PENDING, dtype=np.uint8)
+            self._reorder()  # tiles in view first, then outward from the view
+        ready = threading.Event()
+        worker = create_worker(
+            _events, self.tile_run, ready, _start_thread=False, _ignore_errors=True
+        )
+        worker.yielded.connect(self._on_tile)
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self.worker = worker
+        # the engine starts now: its events queue up for this thread, which meanwhile
+        # adds the layers they go to (adding a layer takes a second or more of GUI time)
+        worker.start()
         tag = describe_run(meta)
         place = ov.placement(image)
         self.result_layer = self.viewer.add_labels(
@@ -574,30 +609,10 @@ class SeamlessWidget(QWidget):
         self.cancel_button.enabled = True
         self._set_status(f"Running {len(grid)} tiles...")
         self._t0 = time.perf_counter()
-        self._grid, self._run_image = grid, image
-        self.tile_run = self.predictor.run(
-            data,
-            store,
-            int(self.tile.value),
-            output="probabilities",
-            axes="YXC" if image.rgb else None,
-            normalization=self.loaded.normalization if self.loaded is not None else "percentile",
-            **settings,
-        )
-        self._done, self._running = set(), set()
-        self._status = None
-        if isinstance(grid, TileGrid) and grid.ndim == 2:
-            self._remove_status()
-            self._status = np.full(grid.grid_shape, ov.PENDING, dtype=np.uint8)
-            self._draw_status()
-            self._reorder()  # tiles in view first, then outward from the view
-        worker = create_worker(_events, self.tile_run, _start_thread=False, _ignore_errors=True)
-        worker.yielded.connect(self._on_tile)
-        worker.errored.connect(self._on_error)
-        worker.finished.connect(self._on_finished)
-        self.worker = worker
+        self._remove_status()
+        self._draw_status()
         self._poll.start()
-        worker.start()
+        ready.set()
 
     def cancel(self, _value: Any = None) -> None:
         """Stop after the tile in progress; finished tiles are kept."""
