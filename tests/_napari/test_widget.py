@@ -276,3 +276,36 @@ def test_visible_tiles_first_and_a_pan_reorders_the_rest(widget, qtbot):
     )
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     viewer.screenshot(str(ARTIFACTS / "widget_visible_first.png"), canvas_only=False, flash=False)
+
+
+def test_result_over_the_memory_budget_streams_into_an_ome_zarr_pyramid(widget, qtbot):
+    import zarr
+
+    from napari_seamless._napari.reader import get_reader
+    from napari_seamless.data import mosaic
+    from napari_seamless.engine import segment
+    from napari_seamless.stores import OmeZarrStore
+
+    viewer = widget.viewer
+    image = viewer.add_image(mosaic(1536), name="mosaic 1536")
+    widget.image.value = image
+    widget.tile.value = 1024  # ZoR 832: 2 x 2 tiles
+    widget.compare.budget_gib.value = 0.001  # 1 MiB < the 2.25 MiB of labels
+    widget.run()
+    assert "larger than the memory budget" in widget.status.value
+    with qtbot.waitSignal(widget.worker.finished, timeout=300_000):
+        pass
+    layer = widget.result_layer
+    meta = layer.metadata["seamless"]
+    assert meta["complete"] and meta["store"] is not None
+    assert layer.multiscale and isinstance(layer.data[0], zarr.Array)
+    # the on-disk pyramid equals whole-image inference, computed here in one pass
+    expected = segment(widget.predictor, image.data, tile=None)
+    assert np.array_equal(np.asarray(layer.data[0]), expected)
+    assert np.array_equal(np.asarray(layer.data[1]), expected[::2, ::2])
+    store = OmeZarrStore.open(meta["store"], mode="r")
+    assert store.complete and not store.missing
+    # and it is an OME-Zarr labels image that the project's reader opens as labels
+    data, kwargs, kind = get_reader(meta["store"])(meta["store"])[0]
+    assert kind == "labels" and kwargs.get("multiscale", len(data) > 1)
+    assert np.array_equal(np.asarray(data[0]), expected)

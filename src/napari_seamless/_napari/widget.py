@@ -9,6 +9,9 @@ change happens on the GUI thread in the slots below.
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -34,7 +37,7 @@ from ..engine import ChannelError, Predictor, TileEvent, to_channel_first
 from ..errors import ArgumentError
 from ..grid import RegionError, TileGrid, TileSizeError, viewport_order
 from ..overlap import OverlapGrid
-from ..stores import LabelsStore, PyramidStore
+from ..stores import LabelsStore, OmeZarrStore, PyramidStore
 from . import layers as ov
 from .compare import ComparePanel
 
@@ -70,16 +73,35 @@ def _load_and_analyse(spec: str) -> tuple[Any, Predictor, tuple[int, ...]]:
     return loaded, pred, erf
 
 
-def _events(run: Any, ready: threading.Event):
+def _events(run: Any, ready: threading.Event, disk: OmeZarrStore | None = None):
     """Worker-thread generator: compute the tiles of ``run`` (a TileRun), yield each event.
 
     The first tile is computed while the GUI thread adds the layers; its event waits for
     ``ready`` (set once they are there), so the run cannot race ahead of a widget that is
-    not listening yet.
+    not listening yet. With ``disk`` (a result streamed to OME-Zarr), each tile is
+    recorded as done there, and the record is finished or flushed at the end.
     """
-    for event in run:
-        ready.wait()
-        yield event
+    try:
+        for event in run:
+            if disk is not None:
+                disk.mark_done(event.tile.index)
+            ready.wait()
+            yield event
+    finally:
+        if disk is not None:
+            disk.flush() if disk.missing else disk.finish()
+
+
+_SCRATCH: list[Path] = []
+
+
+def scratch_dir() -> Path:
+    """A folder for results too large for memory, removed when Python exits."""
+    if not _SCRATCH:
+        path = Path(tempfile.mkdtemp(prefix="napari-seamless-"))
+        atexit.register(shutil.rmtree, path, ignore_errors=True)
+        _SCRATCH.append(path)
+    return _SCRATCH[0]
 
 
 def describe_run(meta: dict) -> str:
@@ -542,8 +564,23 @@ class SeamlessWidget(QWidget):
         image = self.image.value
         data = image.data[0] if image.multiscale else image.data
         classes = self.predictor.classes()
-        labels = PyramidStore.zeros(grid.shape, dtype=self.predictor.label_dtype(classes))
-        levels = labels.levels
+        dtype = np.dtype(self.predictor.label_dtype(classes))
+        disk = None
+        if int(np.prod(grid.shape)) * dtype.itemsize * 4 // 3 > self.compare.budget():
+            # larger than the memory budget: stream into an OME-Zarr pyramid on disk
+            disk = OmeZarrStore.create(
+                scratch_dir() / f"result-{len(self.runs) + 1}.ome.zarr",
+                grid.shape,
+                dtype,
+                chunks=grid.zor_size if isinstance(grid, TileGrid) else 512,
+                n_tiles=len(grid),
+                kind="labels",
+                name=f"{image.name} seamless",
+            )
+            labels, levels = disk, disk.levels
+        else:
+            labels = PyramidStore.zeros(grid.shape, dtype=dtype)
+            levels = labels.levels
         scores = None
         need = 4 * classes * int(np.prod(grid.shape))
         if need * SCORES_SHARE <= self.compare.budget():
@@ -564,6 +601,7 @@ class SeamlessWidget(QWidget):
             "weights": settings.get("weights"),
             "image": image.name,
             "seconds": None,
+            "store": None if disk is None else str(disk.path),
         }
         self._grid, self._run_image = grid, image
         self.tile_run = self.predictor.run(
@@ -582,7 +620,7 @@ class SeamlessWidget(QWidget):
             self._reorder()  # tiles in view first, then outward from the view
         ready = threading.Event()
         worker = create_worker(
-            _events, self.tile_run, ready, _start_thread=False, _ignore_errors=True
+            _events, self.tile_run, ready, disk, _start_thread=False, _ignore_errors=True
         )
         worker.yielded.connect(self._on_tile)
         worker.errored.connect(self._on_error)
@@ -607,7 +645,13 @@ class SeamlessWidget(QWidget):
         self.progress.value = 0
         self.run_button.enabled = False
         self.cancel_button.enabled = True
-        self._set_status(f"Running {len(grid)} tiles...")
+        where = ""
+        if disk is not None:
+            where = (
+                f" The result is larger than the memory budget: it streams into {disk.path} "
+                "(removed when napari closes)."
+            )
+        self._set_status(f"Running {len(grid)} tiles...{where}")
         self._t0 = time.perf_counter()
         self._remove_status()
         self._draw_status()
