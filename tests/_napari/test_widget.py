@@ -309,3 +309,22 @@ def test_result_over_the_memory_budget_streams_into_an_ome_zarr_pyramid(widget, 
     data, kwargs, kind = get_reader(meta["store"])(meta["store"])[0]
     assert kind == "labels" and kwargs.get("multiscale", len(data) > 1)
     assert np.array_equal(np.asarray(data[0]), expected)
+
+
+def test_choose_tile_probes_the_model_and_sets_a_tile_that_fits(widget, qtbot):
+    viewer = widget.viewer
+    viewer.open_sample("napari-seamless", "mosaic")
+    widget.tile.value = 256
+    widget.choose_tile()
+    qtbot.waitUntil(lambda: widget.auto_tile.enabled, timeout=120_000)
+    assert widget.status.value.startswith("Chose tile"), widget.status.value
+    f, halo = widget.predictor.factor[0], widget.predictor.halo[0]
+    tile = widget.tile.value
+    assert tile % f == 0 and tile > 2 * halo and tile != 256  # 256 is the slowest per pixel
+    assert widget.run_button.enabled and f"{tile}" in widget.status.value
+    assert widget._grid.tile == (tile, tile)
+    # a budget below the smallest window is refused with the reason, the tile kept
+    widget.compare.budget_gib.value = 0.001
+    widget.choose_tile()
+    qtbot.waitUntil(lambda: widget.auto_tile.enabled, timeout=120_000)
+    assert "Could not choose a tile" in widget.status.value and widget.tile.value == tile

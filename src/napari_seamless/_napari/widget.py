@@ -150,6 +150,7 @@ class SeamlessWidget(QWidget):
         self._models: dict[str, tuple[Any, Predictor, tuple[int, ...]]] = {}
         self.erf: tuple[int, ...] | None = None
         self._loader: Any = None
+        self._prober: Any = None
         self._last_refresh = 0.0
         self._t0 = 0.0
         self._problem_shown = False
@@ -167,6 +168,11 @@ class SeamlessWidget(QWidget):
             visible=False,
         )
         self.tile = SpinBox(label="tile (px)", min=1, max=16384, step=16, value=512)
+        self.auto_tile = PushButton(text="Choose tile for me")
+        self.auto_tile.tooltip = (
+            "Probe the model at a few window sizes (a few seconds) and set the fastest "
+            "F-aligned tile whose forward pass fits the memory budget below."
+        )
         self.halo = SpinBox(label="halo (px)", min=0, max=4096, step=16, value=0)
         self.halo_note = Label(label="", value="")
         self.mode = ComboBox(label="mode", choices=MODE_CHOICES, value="exact")
@@ -191,6 +197,7 @@ class SeamlessWidget(QWidget):
                 self.model,
                 self.model_file,
                 self.tile,
+                self.auto_tile,
                 self.mode,
                 self.halo,
                 self.halo_note,
@@ -222,6 +229,7 @@ class SeamlessWidget(QWidget):
         self.model.changed.connect(self._on_model_choice)
         self.model_file.changed.connect(self._on_model_choice)
         self.tile.changed.connect(self._update)
+        self.auto_tile.changed.connect(self.choose_tile)
         self.halo.changed.connect(self._update)
         self.mode.changed.connect(self._on_mode)
         self.overlap.changed.connect(self._update)
@@ -331,6 +339,50 @@ class SeamlessWidget(QWidget):
         keep = f" Still using {self.model_name}." if self.model_name else ""
         what = "Model" if isinstance(err, NotTileableError) else "Could not load model"
         self._set_status(f"{what} {spec}: {err}.{keep}", error=True)
+        self._update(keep_status=True)
+
+    # ------------------------------------------------------------------ tile size
+    def choose_tile(self, _value: Any = None) -> None:
+        """Probe the model (worker thread) and set the fastest tile within the budget."""
+        from ..engine import choose_tile
+
+        layer, pred = self.image.value, self.predictor
+        if self.worker is not None or pred is None or not isinstance(layer, Image):
+            self._set_status("Choose an image and wait for the model before probing.", True)
+            return
+        data = layer.data[0] if layer.multiscale else layer.data
+        try:
+            arr, _ = to_channel_first(
+                data, pred.ndim, pred.in_channels, "YXC" if layer.rgb else None
+            )
+        except ChannelError as err:
+            self._set_status(str(err), error=True)
+            return
+        halo = int(self.halo.value) if self.mode.value == "exact" else None
+        self.auto_tile.enabled = self.run_button.enabled = False
+        self._set_status("Probing the model at a few tile sizes...")
+        worker = create_worker(
+            choose_tile,
+            pred,
+            arr.shape[1:],
+            budget=self.compare.budget(),
+            halo=halo,
+            _start_thread=False,
+            _ignore_errors=True,
+        )
+        worker.returned.connect(self._tile_chosen)
+        worker.errored.connect(self._tile_failed)
+        self._prober = worker
+        worker.start()
+
+    def _tile_chosen(self, choice: Any) -> None:
+        self.auto_tile.enabled = True
+        self.tile.value = int(choice.tile[0])  # updates the grid and enables Run
+        self._set_status(f"Chose {choice.describe()}.")
+
+    def _tile_failed(self, err: Exception) -> None:
+        self.auto_tile.enabled = True
+        self._set_status(f"Could not choose a tile: {err}.", error=True)
         self._update(keep_status=True)
 
     # ------------------------------------------------------------------ geometry
