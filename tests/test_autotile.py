@@ -44,12 +44,14 @@ def test_choice_is_an_f_aligned_tile_within_the_budget(pred):
     chosen = choice.chosen
     assert chosen.fits and chosen.peak_bytes <= choice.budget == 10**9
     assert chosen.estimate <= 1.05 * min(p.estimate for p in choice.probes if p.fits)
-    # the probe measured the small sizes (memory and time), the cap is the padded image
-    assert choice.probes[0].measured and choice.probes[0].memory_measured
+    # memory measured at the two smallest sizes (2 x halo + F first), time from the second
+    assert [p.memory_measured for p in choice.probes[:2]] == [True, True]
+    assert choice.probes[1].measured and not choice.probes[0].measured
     assert all(p.window[0] <= 600 and p.window[1] <= 800 for p in choice.probes)
     assert all(p.overhead >= 1.0 for p in choice.probes)
     line = choice.describe()
-    assert "\n" not in line and line.startswith(f"tile {tile[0]} x {tile[1]} px") and "budget" in line
+    shown = str(tile[0]) if len(set(tile)) == 1 else " x ".join(map(str, tile))
+    assert "\n" not in line and line.startswith(f"tile {shown} px") and "budget" in line
     # the chosen tile runs, and is exact
     img = np.random.default_rng(0).normal(100, 20, (600, 800)).astype(np.float32)
     tiled, whole = predict(pred, img, tile=choice.tile), predict(pred, img, tile=None)

@@ -426,10 +426,12 @@ class _Prober:
         self.batch = batch_size
         self.device = predictor.device
         self.cuda = getattr(self.device, "type", "cpu") == "cuda"
-        key = predictor.model
-        if refresh or key not in _CACHE:
-            _CACHE[key] = {}
-        self.cache = _CACHE[key]
+        try:
+            if refresh or predictor.model not in _CACHE:
+                _CACHE[predictor.model] = {}
+            self.cache = _CACHE[predictor.model]
+        except TypeError:  # a model that takes no weak reference: measured every time
+            self.cache = {}
         self.memory = "cuda" if self.cuda else "profiler"
         self.warm = False
         self.spent = 0.0  # seconds of timed passes
@@ -597,6 +599,9 @@ def choose_tile(
     padded = pad_to_multiple(shape_t, predictor.factor)
     windows = [tuple(min(t, p) for t, p in zip(tile, padded, strict=True)) for tile in tiles]
     order = sorted(set(windows), key=lambda w: (math.prod(w), w))
+    least = tuple(
+        min(2 * h + f, p) for h, f, p in zip(halo_t, predictor.factor, padded, strict=True)
+    )
     device = str(predictor.device)
     kind = getattr(predictor.device, "type", "cpu")
     allowance = (
@@ -634,13 +639,15 @@ def choose_tile(
                 measured_memory.add(w)
                 if prober.cuda:  # timed with it
                     timed[w] = float(prober.known(w)[0])
-            if w not in timed:
-                timed[w] = prober.time_of(w)
+            if w not in timed and not (w == least and len(order) > 1):
+                timed[w] = prober.time_of(w)  # (the least is never the fastest: not timed)
         except Exception as err:  # out of memory while probing: this size does not fit
             if not is_out_of_memory(err):
                 raise
             too_big.add(w)
             break
+    if memory and not timed and order[0] not in too_big:  # stopped after the least
+        timed[order[0]] = prober.time_of(order[0])
     if too_big and getattr(predictor, "_release_memory", None) is not None:
         predictor._release_memory()  # CUDA: what the failed pass cached goes back
     if not memory:  # not even the smallest ran
