@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +15,8 @@ from napari_seamless.data import DATA_DIR
 
 from .conftest import ARTIFACTS
 from .conftest import layer_names as _layer_names
+
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def test_run_streams_labels_equal_to_cli(widget, qtbot, tmp_path):
@@ -328,3 +331,63 @@ def test_choose_tile_probes_the_model_and_sets_a_tile_that_fits(widget, qtbot):
     widget.choose_tile()
     qtbot.waitUntil(lambda: widget.auto_tile.enabled, timeout=120_000)
     assert "Could not choose a tile" in widget.status.value and widget.tile.value == tile
+
+
+def test_volume_streams_with_the_grid_and_status_on_the_current_slice(widget, qtbot, tmp_path):
+    import torch
+
+    from napari_seamless.engine import segment
+    from napari_seamless.models.architectures import unet
+
+    torch.manual_seed(0)
+    path = tmp_path / "unet3d.pt"
+    torch.jit.script(unet(in_channels=1, classes=2, ndim=3, width=4, depth=2).eval()).save(path)
+    viewer = widget.viewer
+    source = SHARED_DATA / "nuclei3d.tif"
+    if not source.exists():
+        pytest.skip("shared/data/nuclei3d.tif not available")
+    vol = tifffile.imread(source)  # (Z, Y, X) = (31, 61, 57), real nuclei
+    viewer.add_image(vol, name="volume")
+    widget.model.value = FROM_FILE
+    widget.model_file.value = path
+    qtbot.waitUntil(lambda: widget.model_name == str(path), timeout=60_000)
+    assert widget.predictor.ndim == 3 and widget.predictor.halo == (24, 24, 24)
+    widget.tile.value = 64  # ZoR 16: 2 x 4 x 4 tiles
+    grid = widget._grid
+    assert grid.ndim == 3 and grid.grid_shape == (2, 4, 4)
+    # the (Y, X) grid is drawn and shows on every slice
+    assert len(viewer.layers[ov.GRID_NAME].data) == (4 + 1) + (4 + 1)
+    viewer.dims.set_current_step(0, 20)  # the second row of tiles along Z
+    camera = viewer.scene.camera
+    camera.zoom = 40.0
+    h, w = viewer.canvas.size
+    camera.center = (20, h / 80.0, w / 80.0)  # the corner at (Y, X) = (0, 0)
+    lo, hi = _screen_box(viewer, vol.shape[1:])
+    visible = {
+        t.index
+        for t in grid
+        if t.zor[0].start <= 20 < t.zor[0].stop
+        and all(z.start < b and a < z.stop for z, a, b in zip(t.zor[1:], lo, hi, strict=True))
+    }
+    assert 1 <= len(visible) < 16
+
+    seen, shapes = [], []
+    handle = widget._on_tile
+
+    def on_tile(ev):
+        handle(ev)
+        seen.append(ev.tile.index)
+        shapes.append(viewer.layers[ov.STATUS_NAME].data.shape)
+
+    widget._on_tile = on_tile
+    widget.run()
+    with qtbot.waitSignal(widget.worker.finished, timeout=300_000):
+        pass
+    assert set(seen[: len(visible)]) == visible and len(seen) == 32
+    assert shapes[0] == (2, 4, 4, 4)  # one RGBA pixel per tile: the slice shows its row
+    layer = widget.result_layer
+    assert layer.metadata["seamless"]["complete"]
+    expected = segment(widget.predictor, vol, tile=None)
+    assert np.array_equal(np.asarray(layer.data[0] if layer.multiscale else layer.data), expected)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    viewer.screenshot(str(ARTIFACTS / "widget_volume.png"), canvas_only=False, flash=False)

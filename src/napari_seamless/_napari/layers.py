@@ -19,7 +19,10 @@ HALO_COLOR = "cyan"
 
 
 def grid_lines(grid: TileGrid) -> np.ndarray:
-    """ZoR boundary lines of a 2D grid as napari Vectors data.
+    """ZoR boundary lines of a grid's (Y, X) axes as 2D napari Vectors data.
+
+    For a 3D grid the lines are those of its last two axes: a 2D layer over a volume
+    shows them on whichever slice is current.
 
     Returns
     -------
@@ -28,11 +31,11 @@ def grid_lines(grid: TileGrid) -> np.ndarray:
         every row boundary and a vertical one at every column boundary, image edges
         included, so ``n_lines = (rows + 1) + (cols + 1)``.
     """
-    if grid.ndim != 2:
-        raise ValueError("the grid overlay is drawn for 2D images")
-    h, w = grid.shape
-    rows = [[[y, 0.0], [0.0, w]] for y in grid.boundaries(0)]
-    cols = [[[0.0, x], [h, 0.0]] for x in grid.boundaries(1)]
+    if grid.ndim not in (2, 3):
+        raise ValueError("the grid overlay is drawn for 2D images and 3D volumes")
+    h, w = grid.shape[-2:]
+    rows = [[[y, 0.0], [0.0, w]] for y in grid.boundaries(grid.ndim - 2)]
+    cols = [[[0.0, x], [h, 0.0]] for x in grid.boundaries(grid.ndim - 1)]
     return np.asarray(rows + cols, dtype=float).reshape(-1, 2, 2)
 
 
@@ -48,8 +51,8 @@ def tile_boxes(grid: TileGrid, tile: Tile) -> list[np.ndarray]:
     def rect(y0: float, y1: float, x0: float, x1: float) -> np.ndarray:
         return np.array([[y0, x0], [y0, x1], [y1, x1], [y1, x0]], dtype=float)
 
-    (wy, wx), (zy, zx) = tile.window, tile.zor
-    h, w = grid.shape
+    (wy, wx), (zy, zx) = tile.window[-2:], tile.zor[-2:]
+    h, w = grid.shape[-2:]
     return [
         rect(wy.start, min(wy.stop, h), wx.start, min(wx.stop, w)),
         rect(zy.start, zy.stop, zx.start, zx.stop),
@@ -66,9 +69,12 @@ def _width(shape: Any) -> float:
     return max(1.0, max(shape[-2:]) / 400)
 
 
-def placement(image_layer: Any) -> dict[str, Any]:
-    """Scale and translate of the image layer's spatial axes, so overlays line up."""
-    return {"scale": tuple(image_layer.scale[-2:]), "translate": tuple(image_layer.translate[-2:])}
+def placement(image_layer: Any, ndim: int = 2) -> dict[str, Any]:
+    """Scale and translate of the image layer's last ``ndim`` axes, so overlays line up."""
+    return {
+        "scale": tuple(image_layer.scale[-ndim:]),
+        "translate": tuple(image_layer.translate[-ndim:]),
+    }
 
 
 # --- seam QA layers: the |difference| map on a log scale, its legend, the error map ---
@@ -149,13 +155,23 @@ def visible_data_box(viewer: Any, image_layer: Any) -> np.ndarray:
 
 
 def visible_slices(viewer: Any, image_layer: Any, shape: Any) -> tuple[slice, ...] | None:
-    """The visible part of a 2D image of ``shape`` (Y, X) as pixel slices; None if none."""
+    """What the canvas shows of an image of spatial ``shape``, as pixel slices; None if none.
+
+    ``shape`` is (Y, X), or (Z, Y, X) for a volume shown slice by slice: then the Z slice
+    is the current one (one pixel thick).
+    """
     lo, hi = visible_data_box(viewer, image_layer)
     lo = [max(0, int(np.floor(v))) for v in lo]
     hi = [min(int(n), int(np.ceil(v))) for v, n in zip(hi, shape[-2:], strict=True)]
     if any(b <= a for a, b in zip(lo, hi, strict=True)):
         return None
-    return tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    if len(shape) == 3:
+        z = int(np.round(image_layer.world_to_data(viewer.dims.point)[-3]))
+        if not 0 <= z < shape[0]:
+            return None
+        box = (slice(z, z + 1), *box)
+    return box
 
 
 # --- tile status: one label pixel per ZoR, drawn over the result while a run goes ---
@@ -188,7 +204,7 @@ def status_placement(image_layer: Any, grid: TileGrid) -> dict[str, Any]:
     A status pixel ``k`` covers image pixels ``k*Z .. (k+1)*Z - 1`` (Z the ZoR size); the
     last row and column reach past the image edge by what the F-padding adds.
     """
-    place = placement(image_layer)
+    place = placement(image_layer, grid.ndim)
     zor = np.asarray(grid.zor_size, dtype=float)
     scale = np.asarray(place["scale"], dtype=float)
     translate = np.asarray(place["translate"], dtype=float) + (zor / 2.0 - 0.5) * scale

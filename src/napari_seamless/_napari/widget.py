@@ -248,6 +248,7 @@ class SeamlessWidget(QWidget):
         camera = ov.camera_of(self.viewer)
         camera.events.center.connect(self._on_camera)
         camera.events.zoom.connect(self._on_camera)
+        self.viewer.dims.events.current_step.connect(self._on_camera)  # a volume's slice
         self._poll = QTimer(self)  # the running tile is known only to the engine: look
         self._poll.setInterval(int(REFRESH_INTERVAL_S * 1000))
         self._poll.timeout.connect(self._show_progress)
@@ -515,7 +516,7 @@ class SeamlessWidget(QWidget):
     def _draw_status(self) -> None:
         """Show the tile status array (add the layer once, then refresh it in place)."""
         grid, status = self._grid, self._status
-        if status is None or not isinstance(grid, TileGrid) or grid.ndim != 2:
+        if status is None or not isinstance(grid, TileGrid) or grid.ndim not in (2, 3):
             return
         if not self.show_status.value:
             self._remove_status()
@@ -556,7 +557,7 @@ class SeamlessWidget(QWidget):
 
     def _draw_overlays(self, grid: TileGrid, tile_index: int) -> None:
         layer = self.image.value
-        if not self.show_grid.value or grid.ndim != 2 or layer is None:
+        if not self.show_grid.value or grid.ndim not in (2, 3) or layer is None:
             self._remove_overlays()
             return
         place = ov.placement(layer)
@@ -581,7 +582,7 @@ class SeamlessWidget(QWidget):
             self.viewer.layers.selection.active = layer
 
     def _draw_halo(self, grid: TileGrid, tile_index: int, place: dict | None = None) -> None:
-        if not self.show_grid.value or grid.ndim != 2:
+        if not self.show_grid.value or grid.ndim not in (2, 3):
             return
         boxes = ov.tile_boxes(grid, grid[tile_index])
         if self._halo_layer is None or self._halo_layer not in self.viewer.layers:
@@ -667,7 +668,7 @@ class SeamlessWidget(QWidget):
         )
         self._done, self._running = set(), set()
         self._status = None
-        if isinstance(grid, TileGrid) and grid.ndim == 2:
+        if isinstance(grid, TileGrid) and grid.ndim in (2, 3):
             self._status = np.full(grid.grid_shape, ov.PENDING, dtype=np.uint8)
             self._reorder()  # tiles in view first, then outward from the view
         ready = threading.Event()
@@ -682,7 +683,7 @@ class SeamlessWidget(QWidget):
         # adds the layers they go to (adding a layer takes a second or more of GUI time)
         worker.start()
         tag = describe_run(meta)
-        place = ov.placement(image)
+        place = ov.placement(image, grid.ndim)
         self.result_layer = self.viewer.add_labels(
             levels if len(levels) > 1 else levels[0],
             multiscale=len(levels) > 1,
@@ -755,7 +756,7 @@ class SeamlessWidget(QWidget):
     def _reorder(self) -> None:
         """Put the pending tiles in view first, nearest the centre of the view first."""
         run, grid = self.tile_run, self._grid
-        if run is None or not isinstance(grid, TileGrid) or grid.ndim != 2:
+        if run is None or not isinstance(grid, TileGrid) or grid.ndim not in (2, 3):
             return
         if self.viewer.dims.ndisplay != 2 or self._run_image is None:
             return
