@@ -38,7 +38,7 @@ def pred(net):
 
 
 def test_choice_is_an_f_aligned_tile_within_the_budget(pred):
-    choice = choose_tile(pred, (600, 800), budget="1GB")
+    choice = choose_tile(pred, (600, 800), budget="1GB", probe_seconds=1.0)
     (halo, f), tile = (pred.halo[0], pred.factor[0]), choice.tile
     assert all(t % f == 0 and t > 2 * halo for t in tile)
     chosen = choice.chosen
@@ -52,10 +52,12 @@ def test_choice_is_an_f_aligned_tile_within_the_budget(pred):
     line = choice.describe()
     shown = str(tile[0]) if len(set(tile)) == 1 else " x ".join(map(str, tile))
     assert "\n" not in line and line.startswith(f"tile {shown} px") and "budget" in line
-    # the chosen tile runs, and is exact
+    # the chosen tile runs, and is exact; one size for all axes gives the same grid
     img = np.random.default_rng(0).normal(100, 20, (600, 800)).astype(np.float32)
     tiled, whole = predict(pred, img, tile=choice.tile), predict(pred, img, tile=None)
     assert (tiled.argmax(0) == whole.argmax(0)).all() and np.abs(tiled - whole).max() < 1e-5
+    same = [t.window for t in pred.grid((600, 800), choice.size)]
+    assert same == [t.window for t in pred.grid((600, 800), choice.tile)]
 
 
 def test_a_tiny_budget_picks_a_smaller_tile_than_a_big_one(pred):
@@ -214,6 +216,12 @@ MODEL = (
 )
 
 
+def _level0(path):
+    import zarr
+
+    return zarr.open_group(str(path), mode="r")["0"][:]
+
+
 def test_cli_tile_auto_prints_the_choice_and_equals_an_explicit_tile(tmp_path, capsys):
     (tmp_path / "tiny.py").write_text(MODEL)
     src = tmp_path / "in.tif"
@@ -227,12 +235,7 @@ def test_cli_tile_auto_prints_the_choice_and_equals_an_explicit_tile(tmp_path, c
     assert main(["predict", str(src), "-o", str(fixed), *model, "-q", "--tile", "96"]) == 0
     assert "tile auto" not in capsys.readouterr().err
 
-    import zarr
-
-    a, b = (
-        zarr.open_group(str(auto), mode="r")["0"][:],
-        zarr.open_group(str(fixed), mode="r")["0"][:],
-    )
+    a, b = _level0(auto), _level0(fixed)
     assert (a.argmax(0) == b.argmax(0)).all() and np.abs(a - b).max() < 1e-5
     # the budget chooses the tile: with a tile of one's own it is refused in one line
     again = ["predict", str(src), "-o", str(tmp_path / "x.tif"), *model, "-q"]
@@ -241,3 +244,31 @@ def test_cli_tile_auto_prints_the_choice_and_equals_an_explicit_tile(tmp_path, c
     with pytest.raises(SystemExit):
         main([*again, "--memory-budget", "lots"])
     assert "is not a size" in capsys.readouterr().err
+
+
+def test_cli_resume_with_tile_auto_takes_the_stopped_runs_tile(tmp_path, capsys, monkeypatch):
+    from napari_seamless.stores import OmeZarrStore
+
+    (tmp_path / "tiny.py").write_text(MODEL)
+    src = tmp_path / "in.tif"
+    tifffile.imwrite(src, np.random.default_rng(4).normal(100, 20, (200, 300)).astype("float32"))
+    model = ["--model", f"{tmp_path / 'tiny.py'}:tiny"]
+    out, ref = tmp_path / "labels.zarr", tmp_path / "ref.zarr"
+    real, marked = OmeZarrStore.mark_done, []
+
+    def stop_at_the_third(self, index):
+        real(self, index)
+        marked.append(index)
+        if len(marked) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(OmeZarrStore, "mark_done", stop_at_the_third)
+    assert main(["predict", str(src), "-o", str(out), *model, "-q", "--tile", "96"]) == 130
+    monkeypatch.undo()
+    capsys.readouterr()
+    # a probe would choose a larger tile here; the resume takes the stopped run's
+    assert main(["predict", str(src), "-o", str(out), *model, "--resume"]) == 0
+    assert "seamless: tile auto: 96, as in the stopped run" in capsys.readouterr().err
+    assert main(["predict", str(src), "-o", str(ref), *model, "-q", "--tile", "96"]) == 0
+
+    assert np.array_equal(_level0(out), _level0(ref))

@@ -163,6 +163,16 @@ class TileChoice:
     seconds: float
 
     @property
+    def size(self) -> int:
+        """One tile size for every axis with the same grid as :attr:`tile` (pixels).
+
+        The largest of :attr:`tile`: along an axis where the image is smaller, the tile
+        was capped at the F-padded image + ``2 * halo`` (one window over it), and any
+        larger size gives that same window. For a square-tile control such as the widget's.
+        """
+        return max(self.tile)
+
+    @property
     def chosen(self) -> TileProbe:
         """The probe of the chosen tile."""
         return next(p for p in self.probes if p.tile == self.tile)
