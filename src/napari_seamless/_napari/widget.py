@@ -378,7 +378,7 @@ class SeamlessWidget(QWidget):
 
     def _tile_chosen(self, choice: Any) -> None:
         self.auto_tile.enabled = True
-        self.tile.value = int(choice.tile[0])  # updates the grid and enables Run
+        self.tile.value = int(choice.size)  # updates the grid and enables Run
         self._set_status(f"Chose {choice.describe()}.")
 
     def _tile_failed(self, err: Exception) -> None:
