@@ -287,7 +287,7 @@ def _record(book: Path, key: str, rec: dict[str, Any]) -> None:
 
 FLOOR = (
     "import torch; from napari_seamless.models import load_model; "
-    "p = load_model('{model}').predictor(); print(p.halo, p.factor)"
+    "p = load_model('{model}').predictor(time_budget=None); print(p.halo, p.factor)"
 )
 
 
@@ -350,7 +350,7 @@ def measure(
         if rerun or "floor3d" not in _load(book):
             floor = (
                 f"import torch, runpy; ns = runpy.run_path('{here}'); "
-                "from napari_seamless.engine import Predictor; p = Predictor(ns['unet3d']()); "
+                "from napari_seamless.engine import Predictor; p = Predictor(ns['unet3d'](), time_budget=None); "
                 "print(p.halo, p.factor)"
             )
             rec = measured([sys.executable, "-c", floor], logs / "floor3d.log")
@@ -400,7 +400,9 @@ def _regions(size: int, zor: int, halo: int, side: int = 512) -> list[tuple[int,
     return [(min(max(y, lo), hi), min(max(x, lo), hi)) for y, x in corners]
 
 
-def check(workdir: Path, sizes: list[int], tile: int, do_3d: bool) -> None:
+def check(
+    workdir: Path, sizes: list[int], tile: int, do_3d: bool, in_memory_max: int = 8192
+) -> None:
     """Equality and reader checks of the measured outputs (``check.json``)."""
     import torch
     import zarr
@@ -408,7 +410,7 @@ def check(workdir: Path, sizes: list[int], tile: int, do_3d: bool) -> None:
     from napari_seamless._napari.reader import get_reader, read_ome_zarr
     from napari_seamless.data import mosaic
     from napari_seamless.engine import segment
-    from napari_seamless.io import read_image
+    from napari_seamless.io import lazy, read_image
     from napari_seamless.models import load_model
     from napari_seamless.preprocessing import PercentileNormalization, Preprocessing
 
@@ -416,7 +418,7 @@ def check(workdir: Path, sizes: list[int], tile: int, do_3d: bool) -> None:
     result = _load(book)
     measured_runs = _load(workdir / "measure.json")
     loaded = load_model("nuclei")
-    pred = loaded.predictor()
+    pred = loaded.predictor(time_budget=None)  # a loaded machine can take minutes
     grid_zor = pred.grid((max(sizes), max(sizes)), tile).zor_size[0]
     halo, f = pred.halo[0], pred.factor[0]
     src = _source()
@@ -428,7 +430,7 @@ def check(workdir: Path, sizes: list[int], tile: int, do_3d: bool) -> None:
     )
 
     def fitted_norm(data: Any):
-        arr = data[None] if data.ndim == 2 else data
+        arr = lazy(data)[None]  # channel-first, still lazy (zarr -> dask)
         norm = loaded.normalization
         if isinstance(norm, str):
             return PercentileNormalization.fit(arr)
@@ -457,7 +459,10 @@ def check(workdir: Path, sizes: list[int], tile: int, do_3d: bool) -> None:
         # the napari reader: a multiscale labels layer
         zpath = outs[ref_key]
         reader = get_reader(str(zpath))
-        (data, kwargs, layer_type), *_ = read_ome_zarr(str(zpath))
+        if zpath.suffix != ".zarr":
+            data, kwargs, layer_type = None, {}, None
+        else:
+            (data, kwargs, layer_type), *_ = read_ome_zarr(str(zpath))
         rec["napari_reader"] = {
             "accepted": reader is read_ome_zarr,
             "layer_type": layer_type,
@@ -468,7 +473,7 @@ def check(workdir: Path, sizes: list[int], tile: int, do_3d: bool) -> None:
             and _compare_bands(data[0], ref) == 0,
         }
         # whole output against the in-memory result (numpy mosaic, same tile)
-        if size <= 8192:
+        if size <= in_memory_max:
             t0 = time.perf_counter()
             image = mosaic(size)
             labels = segment(pred, image, tile)
@@ -577,9 +582,11 @@ def report(workdir: Path, sizes: list[int], tile: int) -> None:
                 base = runs.get(f"{sizes[0]}/{kind}/{ext}", {}).get("peak_rss_mb")
                 rel = r["peak_rss_mb"] / base if base and r["peak_rss_mb"] else float("nan")
                 ok = "" if r["rc"] == 0 else f" (exit {r['rc']})"
+                if r.get("partial"):
+                    ok = " (stopped early: peak so far)"
                 lines.append(
                     f"| {size}² | {kind} | {ext}{ok} | {r['peak_rss_mb']:.0f} | "
-                    f"{r['wall_s']:.0f} | {rel:.3f} |"
+                    f"{'-' if r['wall_s'] != r['wall_s'] else round(r['wall_s'])} | {rel:.3f} |"
                 )
                 table.append({**r, "rss_relative": rel})
     rows3 = {k: v for k, v in runs.items() if k.startswith("3d/")}
@@ -606,11 +613,14 @@ def report(workdir: Path, sizes: list[int], tile: int) -> None:
         eq = ", ".join(f"{k} {v}" for k, v in c["outputs_equal"].items())
         lines.append(f"- {size}²: pixels differing from the {c['reference_output']} output: {eq}.")
         nr = c["napari_reader"]
-        lines.append(
-            f"  napari reader: accepted {nr['accepted']}, layer `{nr['layer_type']}`, "
-            f"multiscale {nr['multiscale']}, {len(nr['levels'] or [])} levels, level 0 equals "
-            f"the output {nr['level0_is_output']}."
-        )
+        if nr["layer_type"] is None:
+            lines.append("  napari reader: not checked (no OME-Zarr output measured at this size).")
+        else:
+            lines.append(
+                f"  napari reader: accepted {nr['accepted']}, layer `{nr['layer_type']}`, "
+                f"multiscale {nr['multiscale']}, {len(nr['levels'] or [])} levels, level 0 "
+                f"equals the output {nr['level0_is_output']}."
+            )
         if "in_memory_tiled" in c:
             m = c["in_memory_tiled"]
             lines.append(
@@ -629,6 +639,9 @@ def report(workdir: Path, sizes: list[int], tile: int) -> None:
             f"- The block-by-block input generator equals `napari_seamless.data.mosaic`: "
             f"{checks['texture_equals_mosaic']}."
         )
+    notes = workdir / "notes.md"
+    if notes.exists():  # findings of this run, written by hand beside the figures
+        lines += ["", notes.read_text().strip()]
     replace_section("scale", "\n".join(lines))
     save_json(
         "scale",
@@ -643,6 +656,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[2048, 8192, 20000])
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/seamless-scale"))
     ap.add_argument("--tile", type=int, default=1024)
+    ap.add_argument(
+        "--in-memory-max",
+        type=int,
+        default=8192,
+        help="largest size whose whole output is compared with an in-memory run",
+    )
     ap.add_argument("--rerun", action="store_true", help="measure again what was measured")
     ap.add_argument("--no-3d", dest="do_3d", action="store_false")
     ap.add_argument(
@@ -673,7 +692,7 @@ def main(argv: list[str] | None = None) -> None:
             tuple(args.outputs),
         )
     if "check" in args.phases:
-        check(args.workdir, args.sizes, args.tile, args.do_3d)
+        check(args.workdir, args.sizes, args.tile, args.do_3d, args.in_memory_max)
     if "report" in args.phases:
         report(args.workdir, args.sizes, args.tile)
 
