@@ -590,7 +590,13 @@ def _sniff(path: Path) -> str:
 
 
 def _available_memory() -> int | None:
-    """Bytes of memory available now (Linux ``MemAvailable``), or None if unknown."""
+    """Bytes of RAM available now: psutil, else Linux ``MemAvailable``, else None."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except Exception:  # noqa: BLE001 - psutil missing or failing: try the kernel
+        pass
     try:
         with open("/proc/meminfo") as f:
             for line in f:

@@ -142,11 +142,10 @@ class SeamlessWidget(QWidget):
         self._grid: TileGrid | None = None
         self.tile_run: Any = None  # the engine's TileRun while a run is in flight
         self._status_layer: Any = None
-        self._status: np.ndarray | None = None  # one status code per tile, grid-shaped
+        # one status code per tile, grid-shaped (C order: .flat[Tile.index] is the tile)
+        self._status: np.ndarray | None = None
         self._status_key: tuple | None = None  # (image, grid) the status layer was drawn for
-        self._done: set[int] = set()
         self._run_image: Any = None  # the image layer of the run in flight
-        self._running: set[int] = set()
         self._models: dict[str, tuple[Any, Predictor, tuple[int, ...]]] = {}
         self.erf: tuple[int, ...] | None = None
         self._loader: Any = None
@@ -666,7 +665,6 @@ class SeamlessWidget(QWidget):
             normalization=self.loaded.normalization if self.loaded is not None else "percentile",
             **settings,
         )
-        self._done, self._running = set(), set()
         self._status = None
         if isinstance(grid, TileGrid) and grid.ndim in (2, 3):
             self._status = np.full(grid.grid_shape, ov.PENDING, dtype=np.uint8)
@@ -721,10 +719,8 @@ class SeamlessWidget(QWidget):
         self.progress.value = event.done
         meta = self.result_layer.metadata["seamless"]
         meta["tiles_done"] = event.done
-        self._done.add(event.tile.index)
-        self._running.discard(event.tile.index)
         if self._status is not None:
-            self._status[event.tile.grid_index] = ov.DONE
+            self._status.flat[event.tile.index] = ov.DONE
         now = time.perf_counter()
         if now - self._last_refresh >= REFRESH_INTERVAL_S or event.done == 1:
             self._last_refresh = now
@@ -737,16 +733,13 @@ class SeamlessWidget(QWidget):
         if run is None or status is None or not isinstance(grid, TileGrid):
             return
         pending = run.pending()
-        if not pending and not self._done:
+        if not pending and not self.progress.value:
             return  # not started yet (or every tile in flight at once): nothing to tell
-        running = set(range(len(grid))) - self._done - set(pending)
-        for index in self._running - running - self._done:
-            status[grid[index].grid_index] = ov.PENDING
-        for index in running:
-            status[grid[index].grid_index] = ov.RUNNING
-        self._running = running
-        if running:
-            self._draw_halo(grid, min(running))
+        started = status.flat[:] != ov.DONE  # a started tile stays out of the schedule
+        started[pending] = False
+        status.flat[started] = ov.RUNNING
+        if started.any():
+            self._draw_halo(grid, int(np.flatnonzero(started)[0]))
         self._draw_status()
 
     def _on_camera(self, _event: Any = None) -> None:
@@ -765,10 +758,8 @@ class SeamlessWidget(QWidget):
             run.prioritize(viewport_order(grid, box))
 
     def _on_error(self, err: Exception) -> None:
-        if self._status is not None and isinstance(self._grid, TileGrid):
-            for index in self._running:
-                self._status[self._grid[index].grid_index] = ov.FAILED
-            self._running = set()
+        if self._status is not None:
+            self._status[self._status == ov.RUNNING] = ov.FAILED
             self._draw_status()
         self._set_status(f"Run failed: {err}. The layer holds only the finished tiles.", error=True)
 
@@ -792,9 +783,8 @@ class SeamlessWidget(QWidget):
                 done_text += f" This result is {tag}: it does not equal whole-image inference."
             self._set_status(" ".join([done_text, *self._warnings]))  # warnings stay in view
         else:
-            if self._status is not None and isinstance(self._grid, TileGrid):
-                for index in self._running:  # stopped before they were written
-                    self._status[self._grid[index].grid_index] = ov.PENDING
+            if self._status is not None:  # stopped before they were written:
+                self._status[self._status == ov.RUNNING] = ov.PENDING
                 self._draw_status()  # what is still missing stays marked
             layer.name = f"{layer.name} (incomplete)"
             if not self.status.value.startswith("Run failed"):
@@ -803,7 +793,6 @@ class SeamlessWidget(QWidget):
                     "(unfinished tiles are 0 = background).",
                     error=True,
                 )
-        self._running = set()
         if self.tile_run is not None:
             self.tile_run.close()
         self.tile_run = None

@@ -52,6 +52,7 @@ import numpy as np
 
 from ..errors import ArgumentError, ArgumentTypeError, SeamlessError
 from ..grid import Border, TileGrid, pad_to_multiple
+from ..io import _available_memory
 from .backoff import is_out_of_memory
 
 __all__ = [
@@ -251,24 +252,6 @@ def parse_bytes(text: str | int | float) -> int:
     return int(nbytes)
 
 
-def _available_ram() -> int | None:
-    """Bytes of RAM available now: psutil, else Linux ``MemAvailable``, else None."""
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-    except Exception:  # noqa: BLE001 - psutil missing or failing: try the kernel
-        pass
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
 def memory_budget(device: Any = "cpu") -> int:
     """The default memory budget of one forward pass on ``device`` (bytes).
 
@@ -283,7 +266,7 @@ def memory_budget(device: Any = "cpu") -> int:
         free, _ = torch.cuda.mem_get_info(device)
         cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
         return int((free + max(cached, 0)) * CUDA_FRACTION)
-    have = _available_ram()
+    have = _available_memory()
     return int((have if have is not None else 8 * 2**30) * CPU_FRACTION)
 
 
