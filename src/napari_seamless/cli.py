@@ -114,14 +114,15 @@ def _recorded_tile(out: Path) -> tuple[int, ...] | None:
     from .io import stopped_runs
     from .stores import OmeZarrStore
 
-    for scratch in reversed(stopped_runs(out)):
-        try:
-            tile = OmeZarrStore.open(scratch, mode="r").settings.get("tile")
-        except Exception:  # noqa: BLE001 - unreadable: the resume itself will say why
-            return None
-        if isinstance(tile, list) and tile and all(isinstance(t, int) for t in tile):
-            return tuple(tile)
+    runs = stopped_runs(out)
+    if not runs:
         return None
+    try:  # the newest stopped run, the one --resume continues
+        tile = OmeZarrStore.open(runs[-1], mode="r").settings.get("tile")
+    except Exception:  # noqa: BLE001 - unreadable: the resume itself will say why
+        return None
+    if isinstance(tile, list) and tile and all(isinstance(t, int) for t in tile):
+        return tuple(tile)
     return None
 
 
