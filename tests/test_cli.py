@@ -144,7 +144,13 @@ def test_predict_entry_point_tuple_output_and_sigmoid(tmp_path, capsys, builtin_
     assert "softmax over one channel" in capsys.readouterr().err
 
 
-def test_analysis_past_its_time_budget_is_one_line_and_writes_nothing(tmp_path, capsys):
+def test_analysis_past_its_time_budget_is_one_line_and_writes_nothing(
+    tmp_path, capsys, monkeypatch
+):
+    from napari_seamless.analysis import halo
+    from napari_seamless.analysis.identity import KeyedCache
+
+    monkeypatch.setattr(halo, "_ANALYSED", KeyedCache())  # analysed afresh, not recalled
     out = tmp_path / "labels.tif"
     args = ["predict", str(DATA_DIR / "nuclei2d.tif"), "-o", str(out), "--time-budget", "0.001"]
     assert main(args) == 2

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from .identity import KeyedCache, model_key
 from .refusals import (
     AnalysisTimeoutError,
     ModelRunError,
@@ -45,6 +46,7 @@ from .refusals import (
 __all__ = ["ReceptiveField", "receptive_field", "extents_from_intervals"]
 
 MAX_PROBE = 2**15  # pixels along the analysed axis
+_ANALYSED = KeyedCache(16)  # model_key (+ ndim, in_channels, assume_eval) -> ReceptiveField
 
 
 @dataclass(frozen=True)
@@ -226,7 +228,29 @@ def receptive_field(
     >>> rf = receptive_field(UNet(width=4).eval())
     >>> rf.factor, rf.halo, rf.eq1
     ((16, 16), (96, 96), (92, 92))
+
+    Notes
+    -----
+    A result is kept for the rest of the process under the model's
+    :func:`~napari_seamless.analysis.identity.model_key` (its classes, structure,
+    train/eval state and weights, bit for bit), so analysing the same model again returns
+    it at once; refusals and errors are not kept. Models without a key (TorchScript,
+    hooks) are analysed every time.
     """
+    key = model_key(model)
+    if key is not None:
+        key = (key, int(ndim), int(in_channels), bool(assume_eval))
+    found = _ANALYSED.get(key)
+    if found is not None:
+        return found
+    rf = _receptive_field(model, ndim, in_channels, assume_eval, time_budget)
+    _ANALYSED.put(key, rf)
+    return rf
+
+
+def _receptive_field(
+    model: Any, ndim: int, in_channels: int, assume_eval: bool, time_budget: float | None
+) -> ReceptiveField:
     import torch
 
     from .trace import check_recording, propagate, record

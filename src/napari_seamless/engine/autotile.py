@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from ..analysis.identity import KeyedCache, model_key
 from ..errors import ArgumentError, ArgumentTypeError, SeamlessError
 from ..grid import Border, TileGrid, pad_to_multiple
 from ..io import _available_memory
@@ -275,6 +276,23 @@ def memory_budget(device: Any = "cpu") -> int:
 _CACHE: weakref.WeakKeyDictionary[Any, dict[tuple, tuple[float | None, int | None, str]]] = (
     weakref.WeakKeyDictionary()
 )
+# ... and by model_key where the model has one, so a model loaded again shares them
+_MEASURED = KeyedCache(16)
+
+
+def _measurements(model: Any, refresh: bool) -> dict:
+    """Measurements of ``model`` so far (a new record if ``refresh``), to fill in place."""
+    key = model_key(model)
+    if key is not None:  # the same classes and weights: the same model, loaded again
+        if refresh or _MEASURED.get(key) is None:
+            _MEASURED.put(key, {})
+        return _MEASURED.get(key)
+    try:
+        if refresh or model not in _CACHE:
+            _CACHE[model] = {}
+        return _CACHE[model]
+    except TypeError:  # a model that takes no weak reference: measured every time
+        return {}
 
 
 def _candidates(
@@ -419,12 +437,7 @@ class _Prober:
         self.batch = batch_size
         self.device = predictor.device
         self.cuda = getattr(self.device, "type", "cpu") == "cuda"
-        try:
-            if refresh or predictor.model not in _CACHE:
-                _CACHE[predictor.model] = {}
-            self.cache = _CACHE[predictor.model]
-        except TypeError:  # a model that takes no weak reference: measured every time
-            self.cache = {}
+        self.cache = _measurements(predictor.model, refresh)
         self.memory = "cuda" if self.cuda else "profiler"
         self.warm = False
         self.spent = 0.0  # seconds of timed passes
