@@ -66,9 +66,11 @@ def test_tiled_equals_whole_float64(pred64, tile, border):
     tiled = predict(pred64, img, tile=tile, border=border)
     assert max_abs_difference(ref, tiled) <= 1e-12
     assert np.array_equal(ref.argmax(0), tiled.argmax(0))
-    # batching picks other CPU kernels: equal to float64 rounding, not bit for bit
-    batched = predict(pred64, img, tile=tile, border=border, batch_size=4)
-    assert max_abs_difference(ref, batched) < 1e-12
+    # batching picks other CPU kernels: equal to float64 rounding, not bit for bit (at the
+    # larger tiles only: tile 256 is 54 windows, and batching does not change the grid)
+    if tile > 256:
+        batched = predict(pred64, img, tile=tile, border=border, batch_size=4)
+        assert max_abs_difference(ref, batched) < 1e-12
 
 
 @pytest.mark.parametrize("tile", TILES)

@@ -92,7 +92,7 @@ def test_missing_or_read_only_folder_is_one_clear_error(tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_a_killed_run_leaves_the_previous_output_whole(tmp_path, sig):
     src = tmp_path / "in.tif"
-    tifffile.imwrite(src, (np.random.default_rng(1).random((1024, 1024)) * 255).astype(np.uint8))
+    tifffile.imwrite(src, (np.random.default_rng(1).random((512, 512)) * 255).astype(np.uint8))
     out = tmp_path / "labels.zarr"
     # the runs in this process use big tiles (fast); the one to kill small ones (slow)
     assert main(["predict", str(src), "-o", str(out), "-q", "--tile", "512"]) == 0

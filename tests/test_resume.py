@@ -20,10 +20,10 @@ from napari_seamless.stores import OmeZarrStore
 
 @pytest.fixture(scope="module")
 def slide(tmp_path_factory):
-    """A tiled, compressed 1024 x 1024 uint16 TIFF (read lazily, tile by tile)."""
+    """A tiled, compressed 512 x 512 uint16 TIFF (read lazily, tile by tile)."""
     path = tmp_path_factory.mktemp("slide") / "slide.tif"
     rng = np.random.default_rng(3)
-    img = (rng.random((1024, 1024)) * 4000).astype(np.uint16)
+    img = (rng.random((512, 512)) * 4000).astype(np.uint16)
     tifffile.imwrite(path, img, tile=(256, 256), compression="zlib")
     return path
 
@@ -57,7 +57,7 @@ def test_sigkill_half_way_then_resume_equals_an_uninterrupted_run(slide, tmp_pat
     out = tmp_path / f"labels.{suffix}"
     cmd = [sys.executable, "-m", "napari_seamless.cli", "predict", str(slide), "-o", str(out)]
     killed_at = _kill_half_way([*cmd, *args], f".labels.{suffix}.partial-*", tmp_path)
-    assert killed_at >= 128  # of 256 tiles (ZoR 64: 16 x 16)
+    assert killed_at >= 32  # of 64 tiles (ZoR 64: 8 x 8)
     assert not out.exists()  # nothing at the output path until it is complete
     capsys.readouterr()
     # without --resume the run refuses to guess
@@ -109,4 +109,4 @@ def test_ctrl_c_keeps_the_finished_tiles_and_says_how_to_go_on(
     assert "--resume" in capsys.readouterr().err
     monkeypatch.setattr(OmeZarrStore, "mark_done", real)
     assert main([*args, "--resume"]) == 0
-    assert "resuming: 4 of 256" in capsys.readouterr().err
+    assert "resuming: 4 of 64" in capsys.readouterr().err

@@ -176,9 +176,30 @@ def test_visible_region_reference_on_the_mosaic_equals_the_whole_reference(widge
     assert region == (slice(1500 - h // 4, 1500 + h // 4), slice(2600 - w // 4, 2600 + w // 4))
     pred = widget.predictor
     ref = reference(pred, image.data, region)
-    whole = predict(pred, image.data, None)
-    assert np.abs(ref.scores - whole[(slice(None), *region)]).max() <= 1e-6
-    assert np.array_equal(ref.labels, whole[(slice(None), *region)].argmax(0))
+    # independent route: one plain forward pass of the model on an F-aligned crop that adds
+    # at least the halo on every side (interior region, so no padding), normalised with the
+    # statistics of the whole image; by exactness this is the whole-image reference there
+    import torch
+
+    from napari_seamless.engine import Predictor
+
+    f, halo = pred.factor[0], pred.halo[0]
+    lo = [(s.start - halo) // f * f for s in region]
+    hi = [-(-(s.stop + halo) // f) * f for s in region]
+    assert all(a >= 0 for a in lo) and all(
+        b <= n for b, n in zip(hi, image.data.shape, strict=True)
+    )
+    crop = np.asarray(image.data[lo[0] : hi[0], lo[1] : hi[1]])
+    norm = Predictor._normalization(image.data[None], widget.loaded.normalization, np.float32)
+    with torch.inference_mode():
+        x = torch.from_numpy(np.ascontiguousarray(norm(crop[None])))[None]
+        direct = torch.softmax(pred.model(x), 1)[0].numpy()
+    inside = (
+        slice(None),
+        *(slice(s.start - a, s.stop - a) for s, a in zip(region, lo, strict=True)),
+    )
+    assert np.abs(ref.scores - direct[inside]).max() <= 1e-5
+    assert np.array_equal(ref.labels, direct[inside].argmax(0))
 
 
 def test_halo_sweep_dock_draws_the_sweep_as_rows_arrive(widget, qtbot):
