@@ -835,6 +835,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="threads reading and normalising windows ahead of the model, with one writing "
         "behind it (default 2; 0: one step after another)",
     )
+    pr.add_argument(
+        "--low-memory",
+        action="store_true",
+        help="keep peak memory flat on whole slides: glibc returns freed blocks at once, on "
+        "huge pages (Linux, glibc 2.35+; about 1.4x slower on CPU; the command restarts "
+        "itself once to apply it)",
+    )
     pr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     pr.set_defaults(func=_cmd_predict)
 
@@ -967,9 +974,51 @@ def _terminate_as_interrupt() -> Any:
     return signal.signal(signal.SIGTERM, handler)
 
 
+def _restart_with_small_heap(program: bool) -> None:
+    """Run this command again, same PID and arguments, in an environment whose heap stays small.
+
+    glibc reads its malloc settings once, at start (:mod:`napari_seamless.engine.heap`):
+    ``--low-memory`` works only if the process starts with them. Returns (and the command
+    goes on as it is, with a note) when they cannot help or the interpreter cannot be
+    started again (called from Python, a frozen app); at once when they are in place.
+    """
+    from .engine.heap import MARKER, small_heap_environment
+
+    if os.environ.get(MARKER) == "1":
+        return
+    env = small_heap_environment()
+    argv = getattr(sys, "orig_argv", None)
+    if (
+        env is None
+        or not program
+        or not argv
+        or not sys.executable
+        or getattr(sys, "frozen", False)
+    ):
+        why = (
+            "needs glibc 2.35+ and transparent huge pages"
+            if env is None
+            else "applies to the seamless program, not to main() called from Python"
+        )
+        print(f"seamless: note: --low-memory {why}; running as is", file=sys.stderr)
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execve(sys.executable, [sys.executable, *argv[1:]], env)
+    except OSError:
+        return  # carry on with the heap as it is
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``seamless`` command; returns the exit status."""
+    """Entry point of the ``seamless`` command; returns the exit status.
+
+    With ``--low-memory`` a program run (``argv`` None) first restarts itself once with
+    glibc settings that keep a long run's memory flat (:func:`_restart_with_small_heap`).
+    """
     args = build_parser().parse_args(argv)
+    if getattr(args, "low_memory", False):
+        _restart_with_small_heap(program=argv is None)
 
     previous = _terminate_as_interrupt()
     try:
