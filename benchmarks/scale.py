@@ -299,8 +299,11 @@ def measure(
     do_3d: bool,
     kinds: tuple[str, ...] = ("tiff", "ome-zarr"),
     exts: tuple[str, ...] = ("zarr", "tif"),
+    extra: tuple[str, ...] = (),
 ) -> None:
     """Run every combination not measured yet, saving after each (``measure.json``).
+
+    ``extra`` arguments are added to every ``seamless predict`` (e.g. ``--low-memory``).
 
     Several of these may run at once (each takes the book's lock to record a result).
     """
@@ -325,7 +328,7 @@ def measure(
                     continue
                 out = outdir / f"{size}_{kind}.{ext}"
                 cmd = [seamless, "predict", str(src), "-o", str(out), "--tile", str(tile)]
-                cmd += ["--overwrite", "-q", "--time-budget", "0"]
+                cmd += ["--overwrite", "-q", "--time-budget", "0", *extra]
                 rec = measured(cmd, logs / f"{size}_{kind}_{ext}.log")
                 rec.update(size=size, input=kind, output=ext, out=str(out))
                 _record(book, key, rec)
@@ -343,6 +346,7 @@ def measure(
             out = outdir / f"volume_{name}.zarr"
             cmd = [seamless, "predict", str(src), "-o", str(out), "--tile", str(TILE_3D)]
             cmd += ["--model", f"{here}:unet3d", "--overwrite", "-q", "--time-budget", "0"]
+            cmd += list(extra)
             rec = measured(cmd, logs / f"volume_{name}.log")
             rec.update(size=name, input="tiff (3D)", output="zarr", out=str(out))
             _record(book, key, rec)
@@ -541,7 +545,7 @@ def check(
 # --------------------------------------------------------------------------- report
 
 
-def report(workdir: Path, sizes: list[int], tile: int) -> None:
+def report(workdir: Path, sizes: list[int], tile: int, extra: tuple[str, ...] = ()) -> None:
     """The ``scale`` section of docs/benchmarks.md and benchmarks/results/scale.json."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _report import machine, replace_section, save_json
@@ -553,9 +557,11 @@ def report(workdir: Path, sizes: list[int], tile: int) -> None:
         "## Peak memory against image size (issue 9)",
         "",
         f"Machine: {machine()}. Made by `python benchmarks/scale.py --sizes "
-        f"{' '.join(map(str, sizes))} --tile {tile}`; each row is one fresh "
-        "`seamless predict IN -o OUT --tile "
-        f"{tile} --overwrite -q` (default model `nuclei`) under `/usr/bin/time -v`. Inputs: "
+        f"{' '.join(map(str, sizes))} --tile {tile}"
+        + (f" --predict-args='{' '.join(extra)}'" if extra else "")
+        + "`; each row is one fresh `seamless predict IN -o OUT --tile "
+        f"{tile} --overwrite -q{''.join(' ' + a for a in extra)}` (default model `nuclei`) "
+        "under `/usr/bin/time -v`. Inputs: "
         "a uint16 mosaic of the bundled nuclei image, as a 512 x 512-tiled, zlib BigTIFF and "
         "as a one-level OME-Zarr (512 x 512 chunks); outputs: OME-Zarr labels (`.zarr`) and a "
         "tiled pyramidal BigTIFF (`.tif`). Wall times are indicative only: two cores, shared "
@@ -663,6 +669,11 @@ def main(argv: list[str] | None = None) -> None:
         help="largest size whose whole output is compared with an in-memory run",
     )
     ap.add_argument("--rerun", action="store_true", help="measure again what was measured")
+    ap.add_argument(
+        "--predict-args",
+        default="",
+        help="more arguments for every seamless predict, e.g. '--low-memory'",
+    )
     ap.add_argument("--no-3d", dest="do_3d", action="store_false")
     ap.add_argument(
         "--inputs", nargs="+", default=["tiff", "ome-zarr"], choices=["tiff", "ome-zarr"]
@@ -690,11 +701,12 @@ def main(argv: list[str] | None = None) -> None:
             args.do_3d,
             tuple(args.inputs),
             tuple(args.outputs),
+            tuple(args.predict_args.split()),
         )
     if "check" in args.phases:
         check(args.workdir, args.sizes, args.tile, args.do_3d, args.in_memory_max)
     if "report" in args.phases:
-        report(args.workdir, args.sizes, args.tile)
+        report(args.workdir, args.sizes, args.tile, tuple(args.predict_args.split()))
 
 
 if __name__ == "__main__":
