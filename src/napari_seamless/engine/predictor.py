@@ -610,6 +610,13 @@ class Predictor:
         Precision of the forward pass. float64 gives bit-identical tiled and whole results.
     exact : bool
         Turn TF32 off during inference (cuDNN uses TF32 by default on Ampere and newer).
+    fast : bool
+        Trade exactness for speed (**not bit-exact**): the forward pass runs under
+        ``torch.autocast`` in bfloat16, 2D models in channels-last memory format, and TF32
+        is allowed (``exact`` is ignored). Scores then differ from whole-image inference
+        by bfloat16 rounding (~1e-2) and labels may differ at a few pixels near class
+        boundaries; ZoR, halo and grid are unchanged. Meant for GPUs with bfloat16 units;
+        on a CPU without them (no AVX512-BF16 / AMX) it is usually slower. float32 only.
     time_budget : float or None
         Seconds the halo analysis may take (:func:`~napari_seamless.analysis.receptive_field`);
         None: no limit.
@@ -661,6 +668,7 @@ class Predictor:
         time_budget: float | None = 30.0,
         activation: Activation | None = None,
         threshold: float | None = None,
+        fast: bool = False,
     ) -> None:
         import torch
 
@@ -679,6 +687,11 @@ class Predictor:
         threshold = 0.5 if threshold is None else threshold
         if dtype not in ("float32", "float64"):
             raise ArgumentError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        if fast and dtype != "float32":
+            raise ArgumentError(
+                "fast=True runs in bfloat16 and cannot be combined with dtype='float64' "
+                "(pick one: float64 for bit-identical results, fast for speed)"
+            )
         if activation not in ACTIVATIONS:
             raise ArgumentError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
         if not _is_real(threshold):
@@ -701,7 +714,8 @@ class Predictor:
         self.dtype = dtype
         self.torch_dtype = torch.float64 if dtype == "float64" else torch.float32
         self.np_dtype = np.float64 if dtype == "float64" else np.float32
-        self.exact = exact
+        self.fast = bool(fast)
+        self.exact = exact and not self.fast
         # the caller's model is left as it was found: a copy when eval mode, the device or
         # the dtype would have to change it
         tensors = list(model.parameters()) + list(model.buffers())
@@ -712,6 +726,8 @@ class Predictor:
             model = _copy_model(model)
         model.eval()
         self.model = model.to(device=self.device, dtype=self.torch_dtype)
+        if self.fast and ndim == 2:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.rf = None
         if halo is None or factor is None:
             self.rf = receptive_field(
@@ -809,9 +825,15 @@ class Predictor:
     def _forward(self, windows: list[np.ndarray]) -> np.ndarray:
         import torch
 
-        x = torch.from_numpy(np.stack(windows)).to(self.device)
-        with torch.inference_mode(), _exact_math(self.exact):
-            out = self._tensor(self.model(x))
+        x = torch.from_numpy(np.stack(windows))
+        cuda = getattr(self.device, "type", "cpu") == "cuda"
+        if cuda:  # page-locked staging: the copy to the device does not block the host
+            x = x.pin_memory()
+        x = x.to(self.device, non_blocking=cuda)
+        if self.fast and self.ndim == 2:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), _exact_math(self.exact), self._autocast():
+            out = self._tensor(self.model(x)).to(self.torch_dtype)
             self._check_channels(int(out.shape[1]))
             if self.activation == "softmax":
                 probs = torch.softmax(out, dim=1)
@@ -819,7 +841,15 @@ class Predictor:
                 probs = torch.sigmoid(out)
             else:
                 probs = out
-        return probs.to(self.torch_dtype).cpu().numpy()
+        return probs.to(self.torch_dtype).cpu().contiguous().numpy()
+
+    def _autocast(self) -> Any:
+        """bfloat16 autocast in fast mode, else nothing."""
+        if not self.fast:
+            return contextlib.nullcontext()
+        import torch
+
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
     @staticmethod
     def _tensor(out: Any) -> Any:
