@@ -26,3 +26,10 @@ def widget(make_napari_viewer, qtbot):
 def layer_names(viewer):
     """Names of the viewer's layers, bottom to top."""
     return [layer.name for layer in viewer.layers]
+
+
+def level0(layer):
+    """Full-resolution data of a layer, plain or multiscale, as numpy."""
+    import numpy as np
+
+    return np.asarray(layer.data[0] if layer.multiscale else layer.data)

@@ -13,7 +13,7 @@ from napari_seamless._napari.widget import FROM_FILE
 from napari_seamless.cli import main as cli_main
 from napari_seamless.data import DATA_DIR
 
-from .conftest import ARTIFACTS
+from .conftest import ARTIFACTS, level0
 from .conftest import layer_names as _layer_names
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -37,15 +37,27 @@ def test_run_streams_labels_equal_to_cli(widget, qtbot, tmp_path):
     with qtbot.waitSignal(widget.worker.finished, timeout=300_000):
         pass
     layer = widget.result_layer
-    assert layer.multiscale and layer.metadata["seamless"]["complete"] is True
+    # a 512 x 512 result is one plain array: a layer a person can edit and save
+    assert not layer.multiscale and layer.metadata["seamless"]["complete"] is True
+    assert isinstance(layer.data, np.ndarray) and layer.data.shape == (512, 512)
     assert seen[-1] == 64 and widget.progress.value == 64
     assert "Done: 64 tiles" in widget.status.value
 
     out = tmp_path / "cli.tif"
     assert cli_main(["predict", str(DATA_DIR / "nuclei2d.tif"), "-o", str(out), "-q"]) == 0
     expected = tifffile.imread(out)
-    assert np.array_equal(np.asarray(layer.data[0]), expected)
-    assert np.array_equal(np.asarray(layer.data[1]), expected[::2, ::2])
+    assert np.array_equal(level0(layer), expected)
+
+    # paint into it with the Labels layer's own brush, save it to TIFF, open it again
+    layer.brush_size = 9
+    layer.paint((100, 120), 7)
+    edited = np.asarray(layer.data).copy()
+    assert (edited == 7).sum() > 40 and np.array_equal(edited[edited != 7], expected[edited != 7])
+    saved = tmp_path / "edited.tif"
+    assert layer.save(str(saved))
+    back = viewer.open(str(saved), layer_type="labels")[0]
+    assert back._type_string == "labels" and np.array_equal(np.asarray(back.data), edited)
+    viewer.layers.remove(back)
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = viewer.screenshot(str(ARTIFACTS / "widget_nuclei.png"), canvas_only=False, flash=False)
@@ -82,7 +94,7 @@ def test_cancel_keeps_partial_result_marked_incomplete(widget, qtbot):
     # what was done is kept and exact; the rest is still empty
     from napari_seamless.engine import segment
 
-    data = np.asarray(layer.data[0])
+    data = level0(layer)
     ref = segment(widget.predictor, viewer.layers["nuclei"].data, tile=None)
     done = np.zeros(data.shape, bool)
     assert len(zors) == meta["tiles_done"]
@@ -200,7 +212,7 @@ def test_bioimageio_package_runs_with_declared_preprocessing_and_halo_warning(
     assert "Done" in widget.status.value and "declares a halo of 32 px" in widget.status.value
     out = tmp_path / "builtin.tif"
     assert cli_main(["predict", str(DATA_DIR / "nuclei2d.tif"), "-o", str(out), "-q"]) == 0
-    labels = np.asarray(layer.data[0])
+    labels = level0(layer)
     assert labels.mean() > 0.1 and np.array_equal(labels, tifffile.imread(out))
 
 
@@ -388,6 +400,6 @@ def test_volume_streams_with_the_grid_and_status_on_the_current_slice(widget, qt
     layer = widget.result_layer
     assert layer.metadata["seamless"]["complete"]
     expected = segment(widget.predictor, vol, tile=None)
-    assert np.array_equal(np.asarray(layer.data[0] if layer.multiscale else layer.data), expected)
+    assert np.array_equal(level0(layer), expected)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     viewer.screenshot(str(ARTIFACTS / "widget_volume.png"), canvas_only=False, flash=False)

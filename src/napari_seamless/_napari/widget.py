@@ -58,6 +58,8 @@ MODE_CHOICES = [
 REFRESH_INTERVAL_S = 0.2
 REORDER_DELAY_MS = 150  # a pan or zoom re-orders pending tiles once the camera rests this long
 SCORES_SHARE = 4  # scores are kept for Compare when they take under 1/4 of the budget
+PLAIN_LABELS_MAX = 4096  # results up to this many pixels a side are one plain (editable,
+# savable) Labels array; larger ones a multiscale pyramid, for display speed
 
 
 def _load_and_analyse(spec: str) -> tuple[Any, Predictor, tuple[int, ...]]:
@@ -631,7 +633,7 @@ class SeamlessWidget(QWidget):
             )
             labels, levels = disk, disk.levels
         else:
-            labels = PyramidStore.zeros(grid.shape, dtype=dtype)
+            labels = PyramidStore.zeros(grid.shape, dtype=dtype, min_size=PLAIN_LABELS_MAX)
             levels = labels.levels
         scores = None
         need = 4 * classes * int(np.prod(grid.shape))
