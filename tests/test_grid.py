@@ -92,3 +92,17 @@ def test_viewport_order_puts_the_visible_tiles_first_then_spreads_outward():
     assert order[-1] == grid.tile_at((0, 0)).index  # the farthest tile comes last
     outside = viewport_order(grid, (slice(5000, 5100), slice(0, 10)))
     assert sorted(outside) == list(range(len(grid)))  # nothing visible: nearest first
+
+
+def test_counts_are_said_in_words_people_read():
+    from napari_seamless.grid import count
+
+    one = TileGrid((100, 100), tile=304, halo=96, factor=16)  # ZoR 112 covers it
+    assert len(one) == 1 and "; 1 tile (1 x 1);" in one.describe()
+    many = TileGrid((512, 512), tile=256, halo=96, factor=16)
+    assert "; 64 tiles (8 x 8);" in many.describe()
+    assert (count(0, "tile"), count(1, "tile"), count(2, "tile")) == (
+        "0 tiles",
+        "1 tile",
+        "2 tiles",
+    )

@@ -152,6 +152,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .engine import InexactHaloWarning, SerialExecutor, ThreadedExecutor, to_channel_first
+    from .grid import count
     from .io import (
         OutputError,
         check_output_location,
@@ -344,7 +345,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     print(
-        f"seamless: wrote {out} ({len(todo)} tiles computed"
+        f"seamless: wrote {out} ({count(len(todo), 'tile')} computed"
         f"{f', {store.tiles_total - len(todo)} resumed' if part.resumed else ''}, "
         f"{seconds:.1f} s, pipeline efficiency {stats.efficiency:.2f})",
         file=sys.stderr,

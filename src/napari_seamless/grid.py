@@ -328,7 +328,7 @@ class TileGrid:
         fmt = _fmt
         return (
             f"tile {fmt(self.tile)} px = ZoR {fmt(self.zor_size)} + 2 x halo {fmt(self.halo)}; "
-            f"F {fmt(self.factor)}; {len(self)} tiles ({' x '.join(map(str, self.grid_shape))}); "
+            f"F {fmt(self.factor)}; {count(len(self), 'tile')} ({' x '.join(map(str, self.grid_shape))}); "
             f"overhead {self.overhead:.2f}x"
         )
 
@@ -487,3 +487,8 @@ def viewport_order(grid: TileGrid, box: Sequence[slice]) -> list[int]:
         mid = np.array([(z.start + z.stop) / 2.0 for z in t.zor])
         keyed.append((not meets, float(np.linalg.norm(mid - centre)), t.index))
     return [index for *_, index in sorted(keyed)]
+
+
+def count(n: int, noun: str) -> str:
+    """``n`` and ``noun``, plural unless ``n`` is 1: ``count(1, "tile") == "1 tile"``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

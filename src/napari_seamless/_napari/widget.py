@@ -35,7 +35,7 @@ from qtpy.QtWidgets import QVBoxLayout, QWidget
 
 from ..engine import ChannelError, Predictor, TileEvent, to_channel_first
 from ..errors import ArgumentError
-from ..grid import RegionError, TileGrid, TileSizeError, viewport_order
+from ..grid import RegionError, TileGrid, TileSizeError, count, viewport_order
 from ..overlap import OverlapGrid
 from ..stores import LabelsStore, OmeZarrStore, PyramidStore
 from . import layers as ov
@@ -493,7 +493,7 @@ class SeamlessWidget(QWidget):
             self.info.value = (
                 f"F {grid.factor[0]} px, halo {grid.halo[0]} px"
                 + (f"\n{', '.join(notes)}" if notes else "")
-                + f"\nZoR {grid.zor_size[0]} px, {len(grid)} tiles "
+                + f"\nZoR {grid.zor_size[0]} px, {count(len(grid), 'tile')} "
                 + f"({' x '.join(map(str, grid.grid_shape))})\n"
                 + f"overhead {grid.overhead:.2f}x (window/ZoR)"
             )
@@ -704,7 +704,7 @@ class SeamlessWidget(QWidget):
                 f" The result is larger than the memory budget: it streams into {disk.path} "
                 "(removed when napari closes)."
             )
-        self._set_status(f"Running {len(grid)} tiles...{where}")
+        self._set_status(f"Running {count(len(grid), 'tile')}...{where}")
         self._t0 = time.perf_counter()
         self._remove_status()
         self._draw_status()
@@ -777,9 +777,7 @@ class SeamlessWidget(QWidget):
         meta["seconds"] = elapsed
         if done == total:
             self._remove_status()  # all clear: nothing left to show
-            done_text = (
-                f"Done: {total} tiles in {elapsed:.1f} s ({elapsed / total:.2f} s per tile)."
-            )
+            done_text = f"Done: {count(total, 'tile')} in {elapsed:.1f} s ({elapsed / total:.2f} s per tile)."
             tag = describe_run(meta)
             if tag:
                 done_text += f" This result is {tag}: it does not equal whole-image inference."
