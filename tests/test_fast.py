@@ -43,3 +43,21 @@ def test_cli_fast_says_it_is_not_exact(tmp_path, image, capsys):
     assert tifffile.imread(out).shape == image.shape
     assert main(["predict", str(src), "-o", str(out), "--fast", "--float64", "--overwrite"]) == 2
     assert "cannot be combined with dtype='float64'" in capsys.readouterr().err
+
+
+def test_fast_mode_is_probed_apart_from_float32(monkeypatch):
+    from napari_seamless.engine import choose_tile
+
+    passes = []
+    real = Predictor._forward
+    monkeypatch.setattr(
+        Predictor, "_forward", lambda self, w: passes.append(self.fast) or real(self, w)
+    )
+    shape, kw = (256, 320), {"budget": "2GB", "probe_seconds": 0.5}
+    choose_tile(Predictor("nuclei"), shape, **kw)
+    assert passes and not any(passes)
+    passes.clear()
+    choose_tile(Predictor("nuclei"), shape, **kw)  # the same model loaded again: measured once
+    assert passes == []
+    choose_tile(Predictor("nuclei", fast=True), shape, **kw)
+    assert passes and all(passes)  # bfloat16 costs other time and memory: its own measurements

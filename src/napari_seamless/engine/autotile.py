@@ -152,7 +152,8 @@ class TileChoice:
         How memory was measured: ``"cuda"``, ``"profiler"`` (CPU allocator events) or
         ``"layer outputs"`` (an upper bound, when the profiler gave no events).
     seconds : float
-        Wall time of the probe (seconds; 0 when every size was measured before).
+        Wall time of the probe (seconds; milliseconds when every size was measured
+        before: no forward pass runs then).
     """
 
     tile: tuple[int, ...]
@@ -444,7 +445,8 @@ class _Prober:
         self.rng = np.random.default_rng(0)
 
     def _key(self, window: tuple[int, ...]) -> tuple:
-        return (str(self.device), self.p.dtype, self.batch, window)
+        # fast mode (bfloat16 autocast) costs other time and memory than float32
+        return (str(self.device), self.p.dtype, self.p.fast, self.batch, window)
 
     def _windows(self, window: tuple[int, ...]) -> list[np.ndarray]:
         shape = (self.p.in_channels, *window)
