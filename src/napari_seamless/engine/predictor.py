@@ -841,7 +841,7 @@ class Predictor:
                 probs = torch.sigmoid(out)
             else:
                 probs = out
-        return probs.to(self.torch_dtype).cpu().contiguous().numpy()
+        return probs.cpu().contiguous().numpy()  # out is in torch_dtype already
 
     def _autocast(self) -> Any:
         """bfloat16 autocast in fast mode, else nothing."""
