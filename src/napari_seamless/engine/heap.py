@@ -6,7 +6,7 @@ its *mmap threshold* with ``mmap`` (returned to the OS on ``free``) and smaller 
 heaps (kept for reuse). The threshold is dynamic: each time an mmapped block is freed it
 rises to that block's size (up to 32 MB), so after the first pass most intermediates come
 from the heaps, which fragment across the pipeline's threads: on this project's CPU
-benchmark a ``seamless predict`` at tile 1024 sits at 0.9-1.4 GB, against 0.57 GB for one
+benchmark a ``seamless predict`` at tile 1024 sits at 0.9-1.3 GB, against 0.57 GB for one
 forward pass on its own (``docs/benchmarks.md``, scale section).
 
 A fixed threshold of 1 MiB sends every large block to ``mmap`` and back, and RSS stays
