@@ -274,6 +274,27 @@ class TileGrid:
         """
         return float(np.prod([t / z for t, z in zip(self.tile, self.zor_size, strict=True)]))
 
+    @property
+    def computed_pixels(self) -> int:
+        """Pixels the model computes over all windows (border windows clipped), one pass."""
+        total = 1
+        for axis in range(self.ndim):
+            w = self._axis_tile
+            total *= sum(
+                w(axis, k)[0].stop - w(axis, k)[0].start for k in range(self.grid_shape[axis])
+            )
+        return int(total)
+
+    @property
+    def image_overhead(self) -> float:
+        """Compute overhead for this image: :attr:`computed_pixels` / image pixels.
+
+        Unlike :attr:`overhead` (one full tile), it counts clipped border windows and
+        the F-padding: 1.0 would be whole-image inference; large images approach
+        :attr:`overhead` from below or above.
+        """
+        return self.computed_pixels / float(np.prod(self.shape, dtype=np.float64))
+
     def boundaries(self, axis: int) -> list[int]:
         """ZoR boundaries along ``axis`` in image pixels, including 0 and the image size."""
         z = self.zor_size[axis]

@@ -43,7 +43,7 @@ def test_halo_one_step_short_shows_errors_on_seams_and_exact_halo_none(widget, q
     widget.halo.value = exact - f  # one F-step too small
     assert "inexact: halo 80 < 96 px" in widget.halo_note.value
     assert "NOT equal whole-image inference" in widget.halo_note.value
-    assert "ZoR 96 px, 36 tiles (6 x 6)" in widget.info.value  # the grid follows the halo
+    assert "ZoR 96 px, 36 tiles (6 x 6)" in widget.geometry_text()  # the grid follows the halo
     short = _run(widget, qtbot)
     meta = short.metadata["seamless"]
     assert short.name == "nuclei seamless inexact (halo 80 < 96)"
@@ -95,7 +95,7 @@ def test_overlap_average_streams_into_a_layer_and_differs(widget, qtbot):
     assert all(shown) and not widget.halo.enabled
     assert widget.overlap.value == 192  # two halos: the exact mode's stride and cost
     widget.overlap.value = 128
-    assert "overlap 128 px, stride 128 px, 9 windows (3 x 3)" in widget.info.value
+    assert "overlap 128 px, stride 128 px\nwindows 9 (3 x 3)" in widget.geometry_text()
     assert "NOT equal whole-image inference" in widget.halo_note.value
     layer = _run(widget, qtbot)
     assert layer.name == "nuclei seamless overlap-average (overlap 128 px, gaussian)"

@@ -26,7 +26,7 @@ def test_run_streams_labels_equal_to_cli(widget, qtbot, tmp_path):
     widget.tile.value = 256  # ZoR 64: 8 x 8 tiles
     grid_layer = viewer.layers[ov.GRID_NAME]
     assert len(grid_layer.data) == (8 + 1) + (8 + 1)
-    assert "ZoR 64 px, 64 tiles (8 x 8)" in widget.info.value
+    assert "ZoR 64 px, 64 tiles (8 x 8)" in widget.geometry_text()
     widget.tile.value = 512  # the overlay follows the tile size: ZoR 320, 2 x 2
     assert len(viewer.layers[ov.GRID_NAME].data) == 3 + 3
     widget.tile.value = 256
@@ -133,18 +133,33 @@ def test_tile_below_two_halos_is_refused(widget):
     assert _layer_names(viewer) == ["nuclei"] == before  # overlays removed, nothing added
 
 
-def test_model_file_that_does_not_load_changes_nothing(widget, qtbot, tmp_path):
+def test_model_shown_is_the_model_that_runs_no_file_missing_file_broken_file(
+    widget, qtbot, tmp_path
+):
     viewer = widget.viewer
     viewer.open_sample("napari-seamless", "nuclei")
-    predictor = widget.predictor
+    assert widget.run_button.enabled
+    # "from file..." with no file yet: nothing can run (the last model is not kept)
+    widget.model.value = FROM_FILE
+    assert widget.predictor is None and not widget.run_button.enabled
+    assert "Choose a model file" in widget.status.value
+    # a path that does not exist: told, Run stays disabled
+    widget.model_file.value = tmp_path / "nowhere.pt"
+    assert "Model file not found" in widget.status.value and not widget.run_button.enabled
+    # a file that does not load: told why, Run stays disabled, run() does nothing
     bad = tmp_path / "broken.pt"
     bad.write_bytes(b"not a model")
-    widget.model.value = FROM_FILE
     widget.model_file.value = bad
     qtbot.waitUntil(lambda: "Could not load model" in widget.status.value, timeout=30_000)
-    assert "broken.pt" in widget.status.value and "Still using nuclei" in widget.status.value
-    assert widget.predictor is predictor
-    assert widget.run_button.enabled  # the previous model can still run
+    assert "broken.pt" in widget.status.value and "Run is disabled" in widget.status.value
+    assert widget.predictor is None and not widget.run_button.enabled
+    before = _layer_names(viewer)
+    widget.run()
+    assert _layer_names(viewer) == before and widget.worker is None
+    # back to the built-in model: it runs again (analysed once, kept)
+    widget.model.value = "nuclei"
+    assert widget.predictor is not None and widget.model_name == "nuclei"
+    assert widget.run_button.enabled
 
 
 def test_image_with_wrong_channels_is_refused(widget):
@@ -174,7 +189,6 @@ def test_model_that_cannot_be_tiled_is_refused_with_reason(widget, qtbot, tmp_pa
     from torch import nn
 
     widget.viewer.open_sample("napari-seamless", "nuclei")
-    predictor = widget.predictor
     model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.GroupNorm(2, 4), nn.Conv2d(4, 2, 1))
     path = tmp_path / "groupnorm.pt"
     torch.jit.script(model.eval()).save(str(path))
@@ -182,7 +196,8 @@ def test_model_that_cannot_be_tiled_is_refused_with_reason(widget, qtbot, tmp_pa
     widget.model_file.value = path
     qtbot.waitUntil(lambda: "cannot be tiled exactly" in widget.status.value, timeout=30_000)
     assert "GroupNorm at '1'" in widget.status.value
-    assert widget.predictor is predictor and "Still using nuclei" in widget.status.value
+    # the model shown (this file) cannot run, and no other model runs in its place
+    assert widget.predictor is None and not widget.run_button.enabled
 
 
 def test_bioimageio_package_runs_with_declared_preprocessing_and_halo_warning(

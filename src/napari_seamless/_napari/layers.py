@@ -12,10 +12,16 @@ import numpy as np
 
 from ..grid import Tile, TileGrid
 
+OVERLAY_PREFIX = "seamless "  # every layer the plugin draws over an image (not a result)
 GRID_NAME = "seamless ZoR grid"
 HALO_NAME = "seamless halo"
 GRID_COLOR = "yellow"
 HALO_COLOR = "cyan"
+
+
+def is_overlay(layer: Any) -> bool:
+    """True for a layer the plugin draws (grid, halo, tile status, QA maps): not an input."""
+    return str(getattr(layer, "name", "")).startswith(OVERLAY_PREFIX)
 
 
 def grid_lines(grid: TileGrid) -> np.ndarray:
@@ -75,6 +81,19 @@ def placement(image_layer: Any, ndim: int = 2) -> dict[str, Any]:
         "scale": tuple(image_layer.scale[-ndim:]),
         "translate": tuple(image_layer.translate[-ndim:]),
     }
+
+
+def placement_of(image_layer: Any, choice: Any) -> dict[str, Any]:
+    """Scale and translate of a result of ``choice.labels_shape`` over ``image_layer``.
+
+    The image's axes without its channel axis (an RGB layer has none in its scale), so a
+    stack's labels line up plane by plane.
+    """
+    scale, translate = list(image_layer.scale), list(image_layer.translate)
+    if "C" in choice.axes and not image_layer.rgb:
+        c = choice.axes.index("C")
+        del scale[c], translate[c]
+    return {"scale": tuple(scale), "translate": tuple(translate)}
 
 
 # --- seam QA layers: the |difference| map on a log scale, its legend, the error map ---
