@@ -37,6 +37,9 @@ _LAZY = {
     "load_model": "models",
     "ModelLoadError": "models",
     "UNet": "models",
+    "label_instances": "instances",
+    "InstanceResult": "instances",
+    "InstanceError": "instances",
 }
 
 __all__ = ["__version__", *_LAZY]
