@@ -332,8 +332,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             if bar is not None:
                 bar.close()
         store.finish()
-        if tiff:
-            write_tiff_pyramid(store.levels, part.path, axes=store_axes.upper())
+        if tiff:  # the record marks it as ours: label TIFFs open as labels in napari
+            write_tiff_pyramid(
+                store.levels if len(spatial) == 2 else store.levels[:1],  # a TIFF cannot halve Z
+                part.path,
+                axes=store_axes.upper(),
+                kind=kind,
+                settings=store.settings,
+            )
     seconds = time.perf_counter() - started
     stats = run.stats
     if run.backoffs:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from .array import ArrayStore, LabelsStore, Store
 from .ome_zarr import OmeZarrError, OmeZarrStore, level_chunks
 from .pyramid import PyramidStore, level_slices, pyramid_shapes
-from .tiff import write_tiff_pyramid
+from .tiff import plain_json, read_tiff_record, write_tiff_pyramid
 
 __all__ = [
     "ArrayStore",
@@ -20,6 +20,8 @@ __all__ = [
     "Store",
     "level_chunks",
     "level_slices",
+    "plain_json",
     "pyramid_shapes",
+    "read_tiff_record",
     "write_tiff_pyramid",
 ]

@@ -1,19 +1,109 @@
 """A tiled, pyramidal BigTIFF streamed from a multiscale pyramid (e.g. OME-Zarr levels).
 
+Every TIFF napari-seamless writes can carry its record, the marker that says what it is:
+level 0's ImageDescription is tifffile's shaped JSON, to which the package adds its own key
+(:data:`~napari_seamless.io.OWNER_KEY`)::
+
+    {"shape": [2048, 2048], "axes": "YX",
+     "napari_seamless": {"record_version": 1, "kind": "labels", "settings": {...}}}
+
+:func:`read_tiff_record` reads it back from the first page alone (no pixels), so the
+napari reader can tell its own label TIFFs from every other TIFF at once.
+
 No torch, no Qt.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import json
+import math
+import os
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..errors import ArgumentError
+from ..io import OWNER_KEY
 
-__all__ = ["write_tiff_pyramid"]
+__all__ = ["TIFF_RECORD_VERSION", "plain_json", "read_tiff_record", "write_tiff_pyramid"]
+
+#: version of the record written under :data:`~napari_seamless.io.OWNER_KEY`
+TIFF_RECORD_VERSION = 1
+
+
+def plain_json(value: Any) -> Any:
+    """``value`` as plain JSON data, never failing: what a record can hold.
+
+    Mappings become dicts with string keys, tuples and sets lists, numpy scalars numbers,
+    small arrays (up to 64 elements) lists, paths strings, non-finite floats strings, and
+    anything else its ``str``.
+
+    Parameters
+    ----------
+    value : object
+        Settings to record, e.g. a run's settings or a layer's metadata.
+
+    Returns
+    -------
+    object
+        JSON-serialisable data (dict, list, str, int, float, bool or None).
+    """
+    if isinstance(value, Mapping):
+        return {str(k): plain_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [plain_json(v) for v in value]
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, np.generic):
+        return plain_json(value.item())
+    if isinstance(value, np.ndarray):
+        if value.size <= 64:
+            return plain_json(value.tolist())
+        return f"array of shape {tuple(value.shape)} and dtype {value.dtype}"
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    return str(value)
+
+
+def read_tiff_record(path: str | Path) -> dict[str, Any] | None:
+    """The napari-seamless record of a TIFF, or None when it has none (or is no TIFF).
+
+    Only the file header and the first page are read, never pixels, so this is cheap
+    enough to ask of any TIFF a user opens.
+
+    Parameters
+    ----------
+    path : str or Path
+        A file.
+
+    Returns
+    -------
+    dict or None
+        ``{"record_version": 1, "kind": "labels" | "image", "settings": {...}}`` as
+        :func:`write_tiff_pyramid` wrote it; None for any other file, including an
+        unreadable one (this function never raises).
+    """
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            description = tif.pages.first.description
+    except Exception:  # noqa: BLE001 - not a TIFF, truncated, unreadable: no record
+        return None
+    if not description.lstrip().startswith("{"):
+        return None
+    try:
+        meta = json.loads(description)
+    except ValueError:
+        return None
+    record = meta.get(OWNER_KEY) if isinstance(meta, dict) else None
+    if not isinstance(record, dict) or not isinstance(record.get("kind"), str):
+        return None
+    return record
 
 
 def _tiles(level: Any, tile: tuple[int, int]) -> Iterator[np.ndarray]:
@@ -43,6 +133,8 @@ def write_tiff_pyramid(
     axes: str,
     compression: str | None = "zlib",
     tile: Sequence[int] = (256, 256),
+    kind: str | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a pyramid as a tiled BigTIFF, level 0 as the image and the rest as SubIFDs.
 
@@ -71,6 +163,12 @@ def write_tiff_pyramid(
         A tifffile compression (``"zlib"``, ``"zstd"``, ``"lzw"``, ...) or ``None``.
     tile : sequence of int
         TIFF tile shape ``(rows, columns)`` in pixels, multiples of 16.
+    kind : {"labels", "image"}, optional
+        Write the package's record (the marker, see the module docstring) into level 0's
+        description: ``"labels"`` makes the napari reader open the file as a Labels layer.
+        None writes no record.
+    settings : mapping, optional
+        Settings recorded with ``kind`` (converted by :func:`plain_json`).
 
     Returns
     -------
@@ -116,12 +214,17 @@ def write_tiff_pyramid(
         "compression": compression,
         "photometric": "minisblack",
     }
+    first_meta = dict(common)
+    if kind is not None:
+        record = {"record_version": TIFF_RECORD_VERSION, "kind": str(kind)}
+        record["settings"] = plain_json(dict(settings or {}))
+        first_meta["metadata"] = {"axes": axes.upper(), OWNER_KEY: record}
     with tifffile.TiffWriter(path, bigtiff=True) as tw:
         tw.write(
             _tiles(first, tile_t),
             shape=shape,
             subifds=len(levels) - 1,
-            **common,
+            **first_meta,
         )
         for level in levels[1:]:
             tw.write(
