@@ -25,6 +25,10 @@ naming the file and the reason. :func:`select_planes` picks planes of N-D data
 4. ``--overwrite`` replaces only what napari-seamless wrote: a TIFF file, or a zarr folder
    marked as its own (attribute ``napari_seamless``); any other folder is refused.
 
+:func:`export_labels` saves a label image, plain or multiscale (napari cannot save a
+multiscale Labels layer), as OME-Zarr or TIFF through the same transaction, reading level 0
+block by block; both formats carry the package's record, so they reopen as labels.
+
 No Qt, no napari, no torch.
 """
 
@@ -50,6 +54,8 @@ __all__ = [
     "InputImage",
     "check_output_location",
     "check_replaceable",
+    "EXPORT_SUFFIXES",
+    "export_labels",
     "lazy",
     "OutputError",
     "OutputBusyError",
@@ -953,3 +959,374 @@ def select_planes(data: Any, axes: str, index: Mapping[str, int]) -> tuple[Any, 
             raise InputError(f"--index {a}={k} is outside axis {a} of length {n} (0 to {n - 1})")
         key.append(k % n)
     return data[tuple(key)], kept
+
+
+# --------------------------------------------------------------------------- export
+
+#: output suffixes :func:`export_labels` writes: OME-Zarr folders and TIFF files
+EXPORT_SUFFIXES = (".ome.zarr", ".zarr", ".tif", ".tiff")
+#: level-0 block :func:`export_labels` reads at a time when the data has no chunks of its own
+EXPORT_BLOCK = {2: (1024, 1024), 3: (64, 256, 256)}
+#: TIFF tile shape (rows, columns) of exported label TIFFs
+_TIFF_TILE = (256, 256)
+#: most bytes of level 0 a TIFF export reads in one band (rows x full width)
+_BAND_BYTES = 2**27
+
+
+def export_labels(
+    data: Any,
+    path: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    axes: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    name: str | None = None,
+    min_size: int = 256,
+    compression: str | None = "zlib",
+) -> Path:
+    """Save a label image, plain or multiscale, as OME-Zarr or TIFF that reopens as labels.
+
+    Made for a result a viewer cannot save itself (napari refuses to save a multiscale
+    Labels layer): pass the layer's data as it is. Level 0 is read block by block (the
+    data's own chunks where it has them), so a zarr-backed 20000 x 20000 result is never
+    in memory at once; the lower levels are made again from level 0 by nearest
+    decimation (level ``k`` keeps pixel ``j * 2**k``, which never invents a label), as
+    :class:`~napari_seamless.stores.PyramidStore` makes them. The output is written to a
+    temporary sibling and swapped in atomically when complete (see
+    :func:`output_transaction`): a failure at any point leaves no half-written output and
+    whatever was at ``path`` as it was.
+
+    - ``.ome.zarr`` / ``.zarr``: an OME-Zarr labels multiscale image (NGFF 0.4, zarr
+      format 2, ``image-label`` metadata, levels ``"0"``, ``"1"``, ...) with the record of
+      :class:`~napari_seamless.stores.OmeZarrStore` (``settings`` = ``metadata``).
+    - ``.tif`` / ``.tiff``: a tiled (256 x 256), zlib-compressed BigTIFF; a 2D image
+      larger than ``min_size`` gets its lower levels as SubIFDs (a pyramid), a 3D one is
+      written as level 0 only (a TIFF pyramid cannot halve Z), one page per plane. Level
+      0's description carries the labels record
+      (:func:`~napari_seamless.stores.write_tiff_pyramid`), so the napari-seamless reader
+      opens it as a Labels layer.
+
+    Parameters
+    ----------
+    data : array-like or sequence of array-like
+        Integer (or boolean) labels of shape ``(Y, X)`` or ``(Z, Y, X)``: a numpy, zarr
+        or dask array, or a list of pyramid levels, level 0 (full resolution) first, as
+        napari keeps multiscale layer data (a ``MultiScaleData`` is accepted too; only
+        level 0 is read). Booleans are written as ``uint8``; other dtypes as they are.
+    path : str or PathLike
+        Where to write; must end in ``.ome.zarr``, ``.zarr``, ``.tif`` or ``.tiff``.
+    overwrite : bool
+        Replace ``path`` if it exists and napari-seamless wrote it (a TIFF, or a zarr
+        folder it marked as its own); anything else is never replaced.
+    axes : str, optional
+        ``"yx"`` or ``"zyx"``; by default from the number of axes.
+    metadata : mapping, optional
+        Settings to record with the labels (e.g. the run's model, tile and halo); any
+        values (numbers, strings, paths, numpy scalars; others as their ``str``).
+    name : str, optional
+        Name of the image in the OME-Zarr metadata (what napari names the layer); by
+        default the file name up to its first dot.
+    min_size : int
+        The pyramid stops once its largest axis is at most this many pixels
+        (:func:`~napari_seamless.stores.pyramid_shapes`); a larger value gives fewer
+        levels.
+    compression : str or None
+        TIFF compression (``"zlib"``, ``"zstd"``, ``"lzw"``, ...) or None; OME-Zarr
+        chunks use zarr's default compressor.
+
+    Returns
+    -------
+    Path
+        ``path``, complete.
+
+    Raises
+    ------
+    OutputError
+        If ``path`` has another suffix, exists and ``overwrite`` is False, exists but was
+        not written by napari-seamless, is where ``data`` is read from, its folder is
+        missing or read-only or lacks the space, or another run is writing it
+        (:class:`OutputBusyError`).
+    ArgumentError
+        If ``data`` is empty, not 2D or 3D, not integers or booleans, or ``axes`` does
+        not fit it (a :class:`ValueError` too).
+    ArgumentTypeError
+        If ``data`` is not an array nor a sequence of arrays (a :class:`TypeError` too).
+
+    Examples
+    --------
+    >>> export_labels(labels, "cells.ome.zarr")                     # doctest: +SKIP
+    >>> export_labels(layer.data, "cells.tif", overwrite=True)      # doctest: +SKIP
+    """
+    from .errors import ArgumentError
+
+    out = Path(path).expanduser()
+    lower = out.name.lower()
+    if not lower.endswith(EXPORT_SUFFIXES) or lower in EXPORT_SUFFIXES:
+        raise OutputError(
+            f"cannot export labels to {out}: the name must end in .ome.zarr, .zarr, .tif "
+            "or .tiff, which says the format"
+        )
+    levels = _export_levels(data)
+    level0 = levels[0]
+    shape = tuple(int(s) for s in level0.shape)
+    if len(shape) not in (2, 3) or 0 in shape:
+        raise ArgumentError(
+            f"labels to export must be 2D (Y, X) or 3D (Z, Y, X) with pixels, got shape {shape}"
+        )
+    letters = (axes or "zyx"[-len(shape) :]).lower()
+    if letters not in ("yx", "zyx") or len(letters) != len(shape):
+        raise ArgumentError(
+            f"axes {axes!r} do not fit labels of shape {shape}: use 'yx' for 2D or 'zyx' for 3D"
+        )
+    source = np.dtype(level0.dtype)
+    if source.kind not in "biu":
+        raise ArgumentError(
+            f"labels must be integers or booleans, got {source}; round or threshold them "
+            "before exporting"
+        )
+    dtype = np.dtype(np.uint8) if source.kind == "b" else source
+    if int(min_size) < 1:
+        raise ArgumentError(f"min_size must be at least 1 pixel, got {min_size}")
+    for level in levels:
+        for src in _data_paths(level):
+            if same_or_nested(src, out):
+                raise OutputError(
+                    f"the labels are read from {src}, which exporting to {out} would replace; "
+                    "export to another path"
+                )
+    if (out.exists() or out.is_symlink()) and not overwrite:
+        raise OutputError(
+            f"{out} exists; pass overwrite=True to replace it, or export to another path"
+        )
+    from .stores.tiff import plain_json
+
+    settings = plain_json(dict(metadata or {}))
+    tiff = lower.endswith((".tif", ".tiff"))
+    nbytes = int(np.prod(shape)) * dtype.itemsize * 4 // 3
+    if tiff and not isinstance(level0, np.ndarray):
+        nbytes += nbytes // 4  # the scratch of the lower levels
+    with output_transaction(out, overwrite=overwrite, nbytes=nbytes) as tmp:
+        if tiff:
+            _export_tiff(level0, tmp, dtype, letters, settings, min_size, compression)
+        else:
+            name = name or out.name.split(".")[0]
+            _export_ome_zarr(level0, tmp, dtype, letters, settings, min_size, name)
+    return out
+
+
+def _export_levels(data: Any) -> list[Any]:
+    """``data`` as a list of levels (one array, or the sequence napari keeps for multiscale)."""
+    from collections.abc import Sequence
+
+    from .errors import ArgumentError, ArgumentTypeError
+
+    if isinstance(data, Sequence) and not isinstance(data, str | bytes):
+        levels = list(data)
+        if not levels:
+            raise ArgumentError("there are no labels to export: the list of levels is empty")
+    else:
+        levels = [data]
+    for level in levels:
+        if not all(hasattr(level, a) for a in ("shape", "dtype", "__getitem__")):
+            hint = " (for a napari layer, pass layer.data)" if hasattr(level, "data") else ""
+            raise ArgumentTypeError(
+                f"labels to export must be an array (numpy, zarr, dask) or a list of pyramid "
+                f"levels, level 0 first; got {type(level).__name__}{hint}"
+            )
+    return levels
+
+
+def _data_paths(array: Any) -> list[Path]:
+    """Files or folders an array reads from, where it says (a memory map, a local zarr)."""
+    found = []
+    for owner, attr in ((array, "filename"), (getattr(array, "store", None), "root")):
+        value = getattr(owner, attr, None)
+        if isinstance(value, str | os.PathLike) and os.fspath(value):
+            found.append(Path(value))
+    return found
+
+
+def _blocks(shape: tuple[int, ...], block: tuple[int, ...]) -> list[tuple[slice, ...]]:
+    """Slices of ``shape`` in blocks of ``block``, row-major (the last ones clipped)."""
+    import itertools
+
+    starts = [range(0, n, b) for n, b in zip(shape, block, strict=True)]
+    return [
+        tuple(slice(s, min(s + b, n)) for s, b, n in zip(corner, block, shape, strict=True))
+        for corner in itertools.product(*starts)
+    ]
+
+
+def _export_block(level0: Any) -> tuple[int, ...]:
+    """The block to read level 0 in: its own chunks when sensible, else :data:`EXPORT_BLOCK`."""
+    chunks = getattr(level0, "chunks", None)
+    ndim = len(level0.shape)
+    if (
+        isinstance(chunks, tuple)
+        and len(chunks) == ndim
+        and all(isinstance(c, int) and c >= 16 for c in chunks)
+        and int(np.prod(chunks)) <= 2**24
+    ):
+        return tuple(min(int(c), int(n)) for c, n in zip(chunks, level0.shape, strict=True))
+    return tuple(min(b, int(n)) for b, n in zip(EXPORT_BLOCK[ndim], level0.shape, strict=True))
+
+
+def _read(level: Any, key: tuple[Any, ...], dtype: np.dtype) -> np.ndarray:
+    return np.asarray(level[key]).astype(dtype, copy=False)
+
+
+def _export_ome_zarr(
+    level0: Any,
+    tmp: Path,
+    dtype: np.dtype,
+    axes: str,
+    settings: dict[str, Any],
+    min_size: int,
+    name: str,
+) -> None:
+    """Write ``level0`` and its decimated levels block by block as an OME-Zarr at ``tmp``."""
+    from .stores import OmeZarrStore
+
+    shape = tuple(int(s) for s in level0.shape)
+    block = _export_block(level0)
+    blocks = _blocks(shape, block)
+    store = OmeZarrStore.create(
+        tmp,
+        shape,
+        dtype,
+        chunks=block,
+        n_tiles=len(blocks),
+        kind="labels",
+        axes=axes,
+        min_size=min_size,
+        attrs=settings,
+        name=name,
+    )
+    with store:
+        for i, where in enumerate(blocks):
+            store.write(where, _read(level0, where, dtype))
+            store.mark_done(i)
+        store.finish()
+
+
+class _Bands:
+    """A read-only view of ``source`` as ``dtype`` that reads it in aligned bands.
+
+    Every axis but the last is cut into bands of ``band`` (the last read whole); a read
+    inside one band is served from the one band kept, so a writer asking for 256 rows at
+    a time decodes each chunk of a zarr source once, not once per request.
+    """
+
+    def __init__(self, source: Any, dtype: np.dtype, band: tuple[int, ...]) -> None:
+        self.source, self.dtype, self.band = source, dtype, band
+        self.shape = tuple(int(s) for s in source.shape)
+        self.ndim = len(self.shape)
+        self._at: tuple[int, ...] | None = None
+        self._data: np.ndarray | None = None
+
+    def load(self, corner: tuple[int, ...]) -> np.ndarray:
+        """The band whose first index per cut axis is ``corner`` (read once, then kept)."""
+        if corner != self._at:
+            cuts = zip(corner, self.band, self.shape, strict=False)
+            key = (*(slice(c, min(c + b, n)) for c, b, n in cuts), slice(None))
+            self._data, self._at = None, None  # free the old band before reading the next
+            self._data, self._at = _read(self.source, key, self.dtype), corner
+        assert self._data is not None
+        return self._data
+
+    def __getitem__(self, key: tuple[Any, ...]) -> np.ndarray:
+        key = tuple(key) + (slice(None),) * (self.ndim - len(tuple(key)))
+        corner, local = [], []
+        for k, b, n in zip(key[:-1], self.band, self.shape, strict=False):
+            lo, hi = (k, k + 1) if isinstance(k, int | np.integer) else k.indices(n)[:2]
+            c = lo // b * b
+            if (not isinstance(k, int | np.integer) and k.indices(n)[2] != 1) or hi > c + b:
+                return _read(self.source, key, self.dtype)  # not inside one band: direct
+            corner.append(c)
+            local.append(k - c if isinstance(k, int | np.integer) else slice(lo - c, hi - c))
+        return self.load(tuple(corner))[(*local, key[-1])]
+
+
+def _tiff_bands(level0: Any, itemsize: int) -> tuple[int, ...]:
+    """Bands for :class:`_Bands` over ``level0`` for a TIFF writer reading tile rows.
+
+    Rows: the source's chunk rows rounded up to whole TIFF tile rows (so a tile row never
+    straddles two bands), fewer while a band exceeds :data:`_BAND_BYTES`; planes (3D):
+    the source's chunk depth, fewer likewise.
+    """
+    shape = tuple(int(s) for s in level0.shape)
+    chunks = getattr(level0, "chunks", None)
+    own = (
+        tuple(int(c) for c in chunks)
+        if isinstance(chunks, tuple) and all(isinstance(c, int) for c in chunks)
+        else (1,) * len(shape)
+    )
+    tile = _TIFF_TILE[0]
+    rows = min(max(tile, -(-own[-2] // tile) * tile), 8 * tile)
+    planes = own[0] if len(shape) == 3 else 1
+    while planes > 1 and planes * rows * shape[-1] * itemsize > _BAND_BYTES:
+        planes = -(-planes // 2)
+    while rows > tile and planes * rows * shape[-1] * itemsize > _BAND_BYTES:
+        rows -= tile
+    return (planes, rows) if len(shape) == 3 else (rows,)
+
+
+def _export_tiff(
+    level0: Any,
+    tmp: Path,
+    dtype: np.dtype,
+    axes: str,
+    settings: dict[str, Any],
+    min_size: int,
+    compression: str | None,
+) -> None:
+    """Write ``level0`` (and, 2D, its decimated levels) as a tiled labels TIFF at ``tmp``.
+
+    A numpy source is handed over as strided views. Any other is read in bands
+    (:class:`_Bands`); the lower levels are filled from the same bands into a scratch
+    zarr beside ``tmp`` first (a quarter of level 0's size), deleted at the end.
+    """
+    import zarr
+
+    from .stores import level_slices, pyramid_shapes, write_tiff_pyramid
+
+    shape = tuple(int(s) for s in level0.shape)
+    shapes = pyramid_shapes(shape, min_size) if len(shape) == 2 else [shape]
+    kwargs = {
+        "axes": axes.upper(),
+        "compression": compression,
+        "tile": _TIFF_TILE,
+        "kind": "labels",
+        "settings": settings,
+    }
+    if isinstance(level0, np.ndarray):
+        views = [level0[:: 2**k, :: 2**k] if k else level0 for k in range(len(shapes))]
+        if level0.dtype != dtype:
+            band = (1,) * (level0.ndim - 2) + (_TIFF_TILE[0],)  # one tile row of one plane
+            views = [_Bands(v, dtype, band) for v in views]
+        write_tiff_pyramid(views, tmp, **kwargs)
+        return
+    bands = _Bands(level0, dtype, _tiff_bands(level0, dtype.itemsize))
+    scratch = tmp.with_name(tmp.name + ".levels.zarr")  # a partial: removed if left behind
+    try:
+        levels: list[Any] = [bands]
+        if len(shapes) > 1:
+            group = zarr.open_group(str(scratch), mode="w", zarr_format=2)
+            for k, s in enumerate(shapes[1:], start=1):
+                levels.append(
+                    group.create_array(
+                        str(k), shape=s, dtype=dtype, chunks=_TIFF_TILE, fill_value=0
+                    )
+                )
+            rows = bands.band[-1]
+            for y0 in range(0, shape[0], rows):
+                band = bands.load((y0,))
+                where = (slice(y0, y0 + band.shape[0]), slice(0, shape[1]))
+                for k in range(1, len(shapes)):
+                    share = level_slices(where, k)
+                    if share is not None:
+                        dst, src = share
+                        levels[k][dst] = band[src]
+        write_tiff_pyramid(levels, tmp, **kwargs)
+    finally:
+        _remove(scratch)
