@@ -7,6 +7,7 @@ Examples
     seamless predict image.tif -o labels.tif                 # default model, tile chosen
     seamless predict image.tif -o labels.tif --tile 1024     # a tile of your own
     seamless predict image.tif -o scores.zarr --probabilities
+    seamless predict image.tif -o nuclei.tif --instances watershed   # one integer per object
     seamless halo --model nuclei --json
     seamless demo --screenshot demo.png
 """
@@ -177,6 +178,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         return _fail("--resume continues a stopped run and --fresh discards it: choose one")
     if args.readers < 0:
         return _fail(f"--readers must be 0 (no pipeline) or more, got {args.readers}")
+    if args.instances and args.probabilities:
+        return _fail(
+            "--instances labels the objects of the semantic labels, so it cannot write "
+            "--probabilities: choose one"
+        )
+    if args.min_distance is not None and args.instances != "watershed":
+        return _fail("--min-distance sets the watershed's seeds: add --instances watershed")
+    if args.min_distance is not None and args.min_distance < 1:
+        return _fail(f"--min-distance must be 1 pixel or more, got {args.min_distance}")
     if args.tile != "auto" and args.memory_budget is not None:
         return _fail(
             "--memory-budget sets what --tile auto may use; drop it, or pass --tile auto "
@@ -332,6 +342,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             if bar is not None:
                 bar.close()
         store.finish()
+        if args.instances:  # the instance labels take the place of the semantic ones
+            store = _instance_labels(args, store, grid, part, settings, src)
         if tiff:  # the record marks it as ours: label TIFFs open as labels in napari
             write_tiff_pyramid(
                 store.levels if len(spatial) == 2 else store.levels[:1],  # a TIFF cannot halve Z
@@ -357,6 +369,109 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _instance_labels(
+    args: argparse.Namespace, semantic: Any, grid: Any, part: Any, settings: dict, src: Path
+) -> Any:
+    """``--instances``: instance labels of a finished semantic run, in place of its labels.
+
+    They are computed tile by tile on the run's ZoR grid
+    (:func:`napari_seamless.instances.label_instances`) into an OME-Zarr beside the output
+    (``.NAME.instances-PID``), which then replaces the semantic scratch, so the output's
+    atomic swap is unchanged. Until that replacement the semantic tiles stay where a
+    stopped run keeps them: ``--resume`` then only labels again. Returns the store of the
+    instance labels (uint32, 0 = background, objects 1..N).
+
+    Raises
+    ------
+    InstanceError
+        If a component is too large for the watershed (``--instances components`` has no
+        limit); the semantic tiles are kept for ``--resume``.
+    """
+    import time
+
+    import numpy as np
+
+    from .instances import MIN_DISTANCE, InstanceError, ObjectTooLargeError, label_instances
+    from .stores import OmeZarrStore
+
+    out, started = part.out, time.perf_counter()
+    for stale in out.parent.glob(f".{out.name}.instances-*"):  # a killed run's (we hold the lock)
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink()
+    tmp = out.with_name(f".{out.name}.instances-{os.getpid()}")
+    min_distance = args.min_distance or MIN_DISTANCE
+    spatial, zor = tuple(semantic.shape), tuple(grid.zor_size)
+    tiles = int(np.prod([-(-n // z) for n, z in zip(spatial, zor, strict=True)]))
+    record = {**settings, "output": "instances", "instances": args.instances}
+    if args.instances == "watershed":
+        record["min_distance"] = min_distance
+    store = OmeZarrStore.create(
+        tmp,
+        spatial,
+        np.uint32,
+        chunks=zor,
+        n_tiles=tiles,
+        kind="labels",
+        axes=semantic.axes,
+        attrs=record,
+        name=out.name.split(".")[0],
+        source_image=str(src.resolve()),
+    )
+
+    class _Level0:
+        """``store`` as the writable array label_instances expects (all levels written)."""
+
+        shape, dtype = spatial, np.dtype(np.uint32)
+
+        def __getitem__(self, key: Any) -> Any:
+            return store.levels[0][key]
+
+        def __setitem__(self, key: Any, value: Any) -> None:
+            store.write(key, np.asarray(value))
+
+    bar = None
+    if not args.quiet:
+        from tqdm.auto import tqdm
+
+        steps = tiles * (2 if args.instances == "components" else 1)
+        bar = tqdm(total=steps, desc="instances", unit="step")
+    try:
+        try:
+            result = label_instances(
+                semantic.levels[0],
+                zor,
+                method=args.instances,
+                min_distance=min_distance,
+                out=_Level0(),
+                progress=None if bar is None else (lambda done, total: bar.update(1)),
+            )
+        except ObjectTooLargeError as err:
+            raise InstanceError(
+                f"{err}; with the CLI: --instances components (objects of any size), "
+                "and --resume to reuse the finished semantic tiles"
+            ) from None
+        finally:
+            if bar is not None:
+                bar.close()
+        for index in range(tiles):
+            store.mark_done(index)
+        store.finish()
+        shutil.rmtree(part.scratch)  # the semantic tiles, now labelled
+        os.rename(tmp, part.scratch)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    print(
+        f"seamless: instances: {result.count} objects ({args.instances}"
+        f"{f', min distance {min_distance} px' if args.instances == 'watershed' else ''}), "
+        f"labelled on the ZoR grid in {time.perf_counter() - started:.1f} s",
+        file=sys.stderr,
+    )
+    return OmeZarrStore.open(part.scratch)
 
 
 def _overlap(text: str) -> int | float:
@@ -813,6 +928,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--probabilities",
         action="store_true",
         help="write probabilities (C, Y, X) float32 (after the activation) instead of labels",
+    )
+    pr.add_argument(
+        "--instances",
+        choices=["components", "watershed"],
+        default=None,
+        help="write instance labels (uint32, one integer per object) instead of semantic "
+        "labels, computed tile by tile on the run's ZoR grid after inference and equal to "
+        "labelling the whole image: connected components (8-connected), or components split "
+        "by a distance-transform watershed (touching nuclei)",
+    )
+    pr.add_argument(
+        "--min-distance",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="--instances watershed: a pixel seeds an object when its distance to the "
+        "background is the largest within PX pixels (default 7); larger splits less",
     )
     pr.add_argument(
         "--border",
