@@ -78,3 +78,98 @@ def test_paths_that_are_not_ome_zarr_are_declined(tmp_path):
     assert get_reader(str(labels)) is read_ome_zarr
     (data, kwargs, kind) = read_ome_zarr([str(labels)])[0]
     assert kind == "labels" and kwargs["multiscale"] is False and data.shape == (8, 8)
+
+
+# -- label TIFFs and exports ------------------------------------------------------------------
+
+
+def _cli_labels(tmp_path):
+    """A label TIFF from ``seamless predict`` (built-in nuclei model) on a 256 x 256 crop."""
+    import tifffile
+
+    from napari_seamless.cli import main as cli_main
+    from napari_seamless.data import nuclei
+
+    image = tmp_path / "crop.tif"
+    tifffile.imwrite(image, nuclei()[128:384, 128:384])
+    out = tmp_path / "labels.tif"
+    assert cli_main(["predict", str(image), "-o", str(out), "--tile", "448", "-q"]) == 0
+    return out, tifffile.imread(out)
+
+
+def test_cli_label_tiff_opens_as_labels(make_napari_viewer, tmp_path, monkeypatch):
+    from napari.settings import get_settings
+
+    from napari_seamless._napari.reader import get_tiff_reader, read_labels_tiff
+    from napari_seamless.io import OWNER_KEY
+
+    out, expected = _cli_labels(tmp_path)
+    assert expected.shape == (256, 256) and 0 < expected.mean() < 1
+    assert get_tiff_reader(str(out)) is read_labels_tiff
+    viewer = make_napari_viewer()
+    [layer] = viewer.open(str(out), plugin="napari-seamless")
+    assert isinstance(layer, Labels) and layer.name == "labels"
+    # small enough to edit: one plain array, not a pyramid
+    assert not layer.multiscale and isinstance(layer.data, np.ndarray)
+    np.testing.assert_array_equal(layer.data, expected)
+    assert layer.data.dtype == expected.dtype
+    record = layer.metadata[OWNER_KEY]
+    assert record["kind"] == "labels" and record["settings"]["model"] == "nuclei"
+    assert record["settings"]["tile"] == [448, 448]
+
+    # no plugin named, as napari's File > Open and drag-and-drop ask: with two readers for
+    # *.tif napari asks which one; once napari-seamless is chosen (and remembered), label
+    # TIFFs open as labels
+    monkeypatch.setattr(get_settings().plugins, "extension2reader", {"*.tif": "napari-seamless"})
+    [again] = viewer.open(str(out), plugin=None)
+    assert isinstance(again, Labels)
+    np.testing.assert_array_equal(again.data, expected)
+
+
+def test_tiffs_without_the_labels_record_are_declined(tmp_path):
+    import tifffile
+
+    from napari_seamless._napari.reader import get_tiff_reader
+    from napari_seamless.stores import write_tiff_pyramid
+
+    labels = np.random.default_rng(2).integers(0, 9, (64, 64)).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "plain.tif", labels)
+    tifffile.imwrite(tmp_path / "ome.ome.tif", labels, metadata={"axes": "YX"})
+    write_tiff_pyramid([labels], tmp_path / "unmarked.tiff", axes="YX")
+    write_tiff_pyramid([labels[None]], tmp_path / "scores.tif", axes="CYX", kind="image")
+    (tmp_path / "broken.tif").write_bytes(b"II*\x00")
+    names = ["plain.tif", "ome.ome.tif", "unmarked.tiff", "scores.tif", "broken.tif"]
+    for name in [*names, "missing.tif"]:
+        assert get_tiff_reader(str(tmp_path / name)) is None, name
+    write_tiff_pyramid([labels], tmp_path / "marked.TIF", axes="YX", kind="labels")
+    assert get_tiff_reader([str(tmp_path / "marked.TIF")]) is not None
+    assert get_tiff_reader([str(tmp_path / "marked.TIF")] * 2) is None
+
+
+def test_exported_multiscale_results_reopen_as_multiscale_labels(make_napari_viewer, tmp_path):
+    from napari_seamless.io import export_labels
+
+    rng = np.random.default_rng(3)
+    small = rng.integers(0, 40, (600, 500)).astype(np.uint16)
+    big = np.zeros((4500, 300), np.uint8)  # past the plain-layer limit of 4096 px a side
+    big[::7, ::5] = rng.integers(1, 9, big[::7, ::5].shape)
+    group = zarr.open_group(str(tmp_path / "result.zarr"), mode="w")
+    level0 = group.create_array("0", shape=small.shape, dtype=small.dtype, chunks=(128, 128))
+    level0[...] = small
+    layer_data = [level0, small[::2, ::2]]  # as a multiscale result layer holds it
+    zarr_out = export_labels(layer_data, tmp_path / "cells.ome.zarr")
+    tiff_out = export_labels(big, tmp_path / "big.tif")
+
+    viewer = make_napari_viewer()
+    [from_zarr] = viewer.open(str(zarr_out), plugin="napari-seamless")
+    assert isinstance(from_zarr, Labels) and from_zarr.multiscale and from_zarr.name == "cells"
+    assert len(from_zarr.data) == 3 and isinstance(from_zarr.data[0], zarr.Array)
+    np.testing.assert_array_equal(np.asarray(from_zarr.data[0]), small)
+    np.testing.assert_array_equal(np.asarray(from_zarr.data[2]), small[::4, ::4])
+
+    [from_tiff] = viewer.open(str(tiff_out), plugin="napari-seamless")
+    assert isinstance(from_tiff, Labels) and from_tiff.multiscale and from_tiff.name == "big"
+    assert isinstance(from_tiff.data[0], zarr.Array)  # lazy, over the file's tiles
+    assert [tuple(d.shape) for d in from_tiff.data][:2] == [(4500, 300), (2250, 150)]
+    np.testing.assert_array_equal(np.asarray(from_tiff.data[0]), big)
+    np.testing.assert_array_equal(np.asarray(from_tiff.data[1]), big[::2, ::2])

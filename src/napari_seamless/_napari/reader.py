@@ -1,10 +1,18 @@
-"""napari reader for OME-Zarr images and labels, such as the ones ``seamless predict`` writes.
+"""napari readers for what napari-seamless writes: OME-Zarr images and labels, label TIFFs.
 
 An OME-Zarr image is a zarr group whose attributes hold ``multiscales`` (NGFF 0.4, zarr
 v2 ``.zattrs``) or ``ome.multiscales`` (NGFF 0.5, zarr v3 ``zarr.json``). A group with
 ``image-label`` opens as a multiscale Labels layer, any other as an Image layer (one per
 channel when the axes have ``c``). The levels are the zarr arrays themselves: nothing is
 read until napari draws it, so a 20000 x 20000 result opens at once.
+
+A TIFF opens here only when it carries the labels record napari-seamless writes into
+level 0's description (``seamless predict`` and :func:`napari_seamless.io.export_labels`;
+see :func:`napari_seamless.stores.read_tiff_record`): then as a Labels layer, in memory
+when small enough to edit, else lazy and multiscale. Any other TIFF is declined (the
+reader returns None), for napari's own reader.
+
+No Qt; napari itself is not imported either.
 """
 
 from __future__ import annotations
@@ -13,9 +21,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["get_reader", "read_ome_zarr"]
+__all__ = ["get_reader", "get_tiff_reader", "read_labels_tiff", "read_ome_zarr"]
 
 LayerData = tuple[Any, dict[str, Any], str]
+
+#: label TIFFs with level 0 at most this many pixels a side (and at most
+#: :data:`PLAIN_MAX_BYTES`) open as one plain, editable array; larger ones lazy, multiscale
+PLAIN_MAX_SIDE = 4096
+#: most bytes of level 0 a label TIFF may have to open as one plain array
+PLAIN_MAX_BYTES = 2**29
 
 
 def _ome_attrs(group: Any) -> dict[str, Any] | None:
@@ -145,3 +159,103 @@ def read_ome_zarr(path: str | list[str]) -> list[LayerData]:
         kwargs["translate"] = translate
     data = levels if len(levels) > 1 else levels[0]
     return [(data, kwargs, "labels" if labels else "image")]
+
+
+def _one_path(path: Any) -> Path | None:
+    """The one path napari asks about (a str, a Path, or a list holding one), else None."""
+    if isinstance(path, list | tuple):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    return Path(path) if isinstance(path, str | Path) else None
+
+
+def _labels_record(path: Path) -> dict[str, Any] | None:
+    """The labels record of a TIFF napari-seamless wrote, or None for any other file."""
+    from ..stores.tiff import read_tiff_record
+
+    if path.suffix.lower() not in (".tif", ".tiff") or not path.is_file():
+        return None
+    record = read_tiff_record(path)
+    return record if record is not None and record.get("kind") == "labels" else None
+
+
+def get_tiff_reader(path: str | list[str]) -> Callable[[Any], list[LayerData]] | None:
+    """The reader for ``path`` if it is a label TIFF napari-seamless wrote, else None.
+
+    Only the file's header and first page are read to decide. Every TIFF without the
+    labels record (any TIFF another program wrote, a probabilities TIFF) is declined.
+
+    Parameters
+    ----------
+    path : str or list of str
+        What napari asks to open; a list is accepted when it holds one path.
+
+    Returns
+    -------
+    callable or None
+        :func:`read_labels_tiff`, or None so that napari reads the file another way.
+    """
+    one = _one_path(path)
+    if one is None or _labels_record(one) is None:
+        return None
+    return read_labels_tiff
+
+
+def read_labels_tiff(path: str | list[str]) -> list[LayerData]:
+    """Read a label TIFF napari-seamless wrote as one napari Labels layer.
+
+    Parameters
+    ----------
+    path : str or list of str
+        The file (or a list holding it).
+
+    Returns
+    -------
+    list of (data, kwargs, layer_type)
+        One tuple with ``layer_type`` ``"labels"``. ``data`` is level 0 as a numpy array
+        (shape ``(Y, X)`` or ``(Z, Y, X)``, the file's integer dtype) when it has at most
+        :data:`PLAIN_MAX_SIDE` pixels a side and :data:`PLAIN_MAX_BYTES` bytes, so the
+        layer can be painted and saved; otherwise the pyramid levels as lazy, read-only
+        zarr arrays over the file's tiles (level 0 first; ``multiscale`` True), or the
+        one lazy array when the file has a single level. ``kwargs`` holds ``name`` (the
+        file name without ``.tif``), ``multiscale`` and ``metadata`` with the file's
+        record under ``"napari_seamless"`` (the settings of the run that wrote it).
+
+    Raises
+    ------
+    ValueError
+        If ``path`` is not a label TIFF of napari-seamless (napari only calls this after
+        :func:`get_tiff_reader` accepted the path).
+    """
+    import tifffile
+
+    from ..io import OWNER_KEY
+
+    one = _one_path(path)
+    record = _labels_record(one) if one is not None else None
+    if one is None or record is None:
+        raise ValueError(f"{path} is not a label TIFF written by napari-seamless")
+    name = one.name[: -len(one.suffix)]
+    kwargs: dict[str, Any] = {"name": name, "metadata": {OWNER_KEY: record}}
+    tif = tifffile.TiffFile(one)
+    try:
+        series = tif.series[0]
+        levels = series.levels
+        first = levels[0]
+        if max(first.shape[-2:]) <= PLAIN_MAX_SIDE and first.nbytes <= PLAIN_MAX_BYTES:
+            kwargs["multiscale"] = False
+            return [(series.asarray(level=0), kwargs, "labels")]
+        import zarr
+
+        if len(levels) == 1:
+            data: Any = zarr.open(series.aszarr(level=0), mode="r")
+        else:
+            group = zarr.open(series.aszarr(), mode="r")
+            data = [group[str(k)] for k in range(len(levels))]
+        tif = None  # the zarr store now owns the open file, as long as the layer lives
+        kwargs["multiscale"] = isinstance(data, list)
+        return [(data, kwargs, "labels")]
+    finally:
+        if tif is not None:
+            tif.close()
