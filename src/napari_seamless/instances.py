@@ -39,6 +39,7 @@ at a time.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import product
@@ -219,9 +220,11 @@ def label_instances(
     min_distance : int
         Watershed only: a pixel seeds an object when its distance to the background is
         the largest within ``min_distance`` pixels along every axis (a cube of side
-        ``2 * min_distance + 1``) inside its component. Larger values split less.
+        ``2 * min_distance + 1``) inside its component (default 7). Larger values split
+        less.
     max_object : int
-        Watershed only: how far, in pixels per axis, a component may reach past a ZoR.
+        Watershed only: how far, in pixels per axis, a component may reach past a ZoR
+        (default 1024).
         The window of a tile grows (doubling from 32 px) until it holds every component
         that meets the ZoR, up to this halo.
     out : array, optional
@@ -231,7 +234,8 @@ def label_instances(
         pass.
     progress : callable, optional
         Called as ``progress(done, total)`` after each step: one per tile for
-        ``"watershed"``, two per tile (label, renumber) for ``"components"``.
+        ``"watershed"``, two per tile (label, renumber) for ``"components"``. An
+        exception raised in it stops the labelling (``out`` is then partly written).
 
     Returns
     -------
@@ -533,7 +537,7 @@ def _watershed_tiles(
     shape, ndim = grid.shape, grid.ndim
     structure = _structure(ndim)
     ids: dict[int, int] = {}  # first pixel (flat index in the image) -> label
-    last_tile: dict[int, int] = {}  # first pixel -> last tile (C order) it can appear in
+    expiry: list[tuple[int, int]] = []  # (last tile, C order, it can appear in; first pixel)
     count = 0
     largest = (0,) * ndim
     dtype = np.dtype(out.dtype)
@@ -580,12 +584,13 @@ def _watershed_tiles(
             for v, k, e in zip(values.tolist(), key.tolist(), ends.tolist(), strict=True):
                 if k not in ids and v in present:
                     count += 1
-                    ids[k], last_tile[k] = count, e
+                    ids[k] = count
+                    heapq.heappush(expiry, (e, k))
                 lut[v] = ids.get(k, 0)
             block = lut[here]
         out[tile.zor] = block.astype(dtype, copy=False)
-        for k in [k for k, e in last_tile.items() if e <= tile.index]:
-            del ids[k], last_tile[k]
+        while expiry and expiry[0][0] <= tile.index:  # objects no later tile can hold
+            del ids[heapq.heappop(expiry)[1]]
         if progress is not None:
             progress(step, len(grid))
     return count, largest
