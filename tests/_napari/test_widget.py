@@ -308,7 +308,7 @@ def test_visible_tiles_first_and_a_pan_reorders_the_rest(widget, qtbot):
     viewer.screenshot(str(ARTIFACTS / "widget_visible_first.png"), canvas_only=False, flash=False)
 
 
-def test_result_over_the_memory_budget_streams_into_an_ome_zarr_pyramid(widget, qtbot):
+def test_result_over_the_memory_budget_streams_into_an_ome_zarr_pyramid(widget, qtbot, tmp_path):
     import zarr
 
     from napari_seamless._napari.reader import get_reader
@@ -339,6 +339,26 @@ def test_result_over_the_memory_budget_streams_into_an_ome_zarr_pyramid(widget, 
     data, kwargs, kind = get_reader(meta["store"])(meta["store"])[0]
     assert kind == "labels" and kwargs.get("multiscale", len(data) > 1)
     assert np.array_equal(np.asarray(data[0]), expected)
+
+    # napari cannot save a multiscale Labels layer; Save result... exports it, atomically,
+    # and never over an existing file unless asked
+    viewer.layers.selection.active = layer
+    assert widget.save_button.enabled
+    out = tmp_path / "result.ome.zarr"
+    assert widget.save_result(path=out) == out and "Saved" in widget.status.value
+    back = viewer.open(str(out), plugin="napari-seamless")[0]
+    assert back._type_string == "labels" and back.multiscale
+    assert np.array_equal(np.asarray(back.data[0]), expected)
+    assert back.metadata["napari_seamless"]["settings"]["model"] == "nuclei"  # settings travel
+    tif = tmp_path / "result.tif"
+    viewer.layers.selection.active = layer
+    assert widget.save_result(path=tif) == tif
+    again = viewer.open(str(tif), plugin="napari-seamless")[0]
+    assert again._type_string == "labels" and np.array_equal(level0(again), expected)
+    viewer.layers.selection.active = layer
+    before = tif.stat().st_mtime_ns
+    assert widget.save_result(path=tif) is None  # exists: refused, told, untouched
+    assert "Could not save" in widget.status.value and tif.stat().st_mtime_ns == before
 
 
 def test_choose_tile_probes_the_model_and_sets_a_tile_that_fits(widget, qtbot):

@@ -157,6 +157,9 @@ def read_ome_zarr(path: str | list[str]) -> list[LayerData]:
         kwargs["scale"] = scale
     if translate:
         kwargs["translate"] = translate
+    record = dict(group.attrs).get("napari_seamless")
+    if isinstance(record, dict):  # the settings of the run that made it, as for label TIFFs
+        kwargs["metadata"] = {"napari_seamless": record}
     data = levels if len(levels) > 1 else levels[0]
     return [(data, kwargs, "labels" if labels else "image")]
 

@@ -31,7 +31,7 @@ from magicgui.widgets import (
 )
 from napari.layers import Image
 from napari.qt.threading import create_worker
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import QEvent, QTimer
 from qtpy.QtWidgets import QDockWidget, QVBoxLayout, QWidget
 
 from ..engine import ChannelError, Predictor, TileEvent
@@ -258,6 +258,7 @@ class SeamlessWidget(QWidget):
         self._status_key: tuple | None = None  # (image, grid) the status layer was drawn for
         self._run_image: Any = None  # the image layer of the run in flight
         self._run_values: dict[str, Any] = {}  # the settings of the run in flight
+        self._running_text = ""
         self._plane = 0  # the plane in flight (0 for a single image)
         self._models: dict[str, tuple[Any, Predictor, tuple[int, ...]]] = {}
         self.erf: tuple[int, ...] | None = None
@@ -492,7 +493,7 @@ class SeamlessWidget(QWidget):
 
     def _on_removed(self, event: Any = None) -> None:
         layer = getattr(event, "value", None)
-        if self._ours(layer):
+        if self._ours(layer) or ov.is_overlay(layer):
             return  # a user who deletes an overlay is not overruled
         if layer is not None and layer is self.result_layer and self.worker is not None:
             self._result_deleted = True
@@ -535,16 +536,23 @@ class SeamlessWidget(QWidget):
         if self.worker is None or self._restoring:
             return False
         self._restoring = True
+        restored = False
         try:
             for name, value in self._run_values.items():
                 widget = getattr(self, name)
                 if widget.value != value:
-                    widget.value = value
+                    try:
+                        widget.value = value
+                    except ValueError:  # a choice that is gone (its layer deleted)
+                        continue
+                    restored = True
         finally:
             self._restoring = False
+        if not restored:
+            return True
         self._set_status(
-            "Settings are locked while a run goes: they show what is running. Cancel it "
-            "first to change them."
+            f"{self._running_text} Settings are locked while a run goes (they show what is "
+            "running): Cancel first to change them."
         )
         return True
 
@@ -563,15 +571,18 @@ class SeamlessWidget(QWidget):
         self.run_button.enabled = not running and self._grid is not None
         self._on_active()
 
-    def showEvent(self, event: Any) -> None:  # noqa: N802 (Qt's name)
-        """Remember being docked, to tell a closed dock from a hidden one."""
-        super().showEvent(event)
-        self._docked = self._in_dock()
+    def event(self, event: Any) -> bool:
+        """A closed dock (napari takes its widget out of it) cancels the run, clears overlays.
 
-    def hideEvent(self, event: Any) -> None:  # noqa: N802 (Qt's name)
-        """A closed dock (its widget taken out of it) cancels the run and clears overlays."""
-        super().hideEvent(event)
-        QTimer.singleShot(0, self._check_closed)
+        Docked, then parentless: napari's close button removes the dock widget and sets
+        our parent to None. A hidden or floating dock keeps its widget.
+        """
+        if event.type() == QEvent.Type.ParentChange:
+            if self._in_dock():
+                self._docked = True
+            elif self._docked:
+                QTimer.singleShot(0, self._check_closed)
+        return super().event(event)
 
     def _in_dock(self) -> bool:
         parent = self.parentWidget()
@@ -848,8 +859,10 @@ class SeamlessWidget(QWidget):
         self.run_button.enabled = problem is None
         choice = self._choice
         stack = choice is not None and bool(choice.stack)
-        self.axes.visible = choice is not None and (stack or len(self.axes.choices) > 1)
-        self.axes.visible = self.axes.visible or "C" in getattr(choice, "axes", "")
+        # the reading is shown whenever there is one to check: a stack, channels, or a choice
+        self.axes.visible = choice is not None and (
+            stack or len(self.axes.choices) > 1 or "C" in choice.axes
+        )
         self.scope.visible = stack
         if self._status_key is not None and self._status_key != self._plan_key(grid):
             self._remove_status()  # the last run's tile status belongs to another plan
@@ -1172,7 +1185,8 @@ class SeamlessWidget(QWidget):
                 f" The result is larger than the memory budget: it streams into {disk.path} "
                 "(removed when napari closes; Save result... keeps it)."
             )
-        self._set_status(f"Running {self.tile_run.describe()}...{note}")
+        self._running_text = f"Running {self.tile_run.describe()}...{note}"
+        self._set_status(self._running_text)
         self._t0 = time.perf_counter()
         self._remove_status()
         self._draw_status()
@@ -1323,7 +1337,7 @@ class SeamlessWidget(QWidget):
             for index in np.ndindex(*data.shape[:n]):
                 if not data[index].any():
                     continue
-                plane = np.asarray(label_instances(np.asarray(data[index]), zor, method=method))
+                plane = label_instances(np.asarray(data[index]), zor, method=method).labels
                 out[index] = np.where(plane > 0, plane + offset, 0)
                 offset = int(out[index].max(initial=offset))
             return out
@@ -1393,16 +1407,17 @@ class SeamlessWidget(QWidget):
             if not path:
                 return None
             overwrite = Path(path).exists()  # the dialog asked already
-        out = Path(path)
-        levels = list(layer.data) if layer.multiscale else [layer.data]
+        from ..errors import SeamlessError
+
         try:
             written = export_labels(
-                levels if layer.multiscale else levels[0],
-                out,
+                layer.data,
+                Path(path),
                 overwrite=overwrite,
                 metadata=_plain_meta(layer.metadata.get("seamless", {})),
+                name=layer.name,
             )
-        except Exception as err:  # one sentence, nothing half-written (export swaps in)
+        except (SeamlessError, OSError) as err:  # one sentence; nothing half-written
             self._set_status(f"Could not save {layer.name}: {err}", error=True)
             return None
         self._set_status(f"Saved {layer.name} to {written}.")

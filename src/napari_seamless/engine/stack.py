@@ -187,6 +187,15 @@ def no_reading(shape: Sequence[int], ndim: int, in_channels: int, rgb: bool = Fa
             f"the model is {ndim}D ({spatial}) but the image (shape {shape}) has fewer axes: "
             f"choose a {len(shape) - int(rgb)}D model"
         )
+    lead = len(shape) - int(rgb) - ndim - (in_channels > 1 and not rgb)
+    names = 2 if ndim == 2 else 1
+    if lead > names:
+        return (
+            f"the image (shape {shape}) has {lead} axes besides the {spatial} the {ndim}D "
+            f"model sees{' and its channels' if in_channels > 1 else ''}; at most {names} "
+            f"({'T and Z' if names == 2 else 'T'}) can be run one after another: select a "
+            "sub-stack first (seamless predict --index picks planes)"
+        )
     return (
         f"the model expects {in_channels} input channel(s) but no axis of the image (shape "
         f"{shape}) before {spatial} has {in_channels} entries: choose a model trained for "
