@@ -31,8 +31,8 @@ from magicgui.widgets import (
 )
 from napari.layers import Image
 from napari.qt.threading import create_worker
-from qtpy.QtCore import QEvent, QTimer
-from qtpy.QtWidgets import QDockWidget, QVBoxLayout, QWidget
+from qtpy.QtCore import QEvent, Qt, QTimer
+from qtpy.QtWidgets import QDockWidget, QSizePolicy, QVBoxLayout, QWidget
 
 from ..engine import ChannelError, Predictor, TileEvent
 from ..engine.stack import AxesChoice, StackRun, interpretations, no_reading
@@ -306,9 +306,9 @@ class SeamlessWidget(QWidget):
             label="weights", choices=["gaussian", "constant"], value="gaussian", visible=False
         )
         self.instances = ComboBox(label="labels", choices=LABEL_CHOICES, value="semantic")
-        self.show_grid = CheckBox(text="show ZoR grid", value=True)
-        self.show_halo = CheckBox(text="show halo box", value=True)
-        self.show_status = CheckBox(text="show tile status", value=True)
+        self.show_grid = CheckBox(text="ZoR grid", value=True)
+        self.show_halo = CheckBox(text="halo box", value=True)
+        self.show_status = CheckBox(text="tile status", value=True)
         self.geo_f = Label(label="F", value="")
         self.geo_halo = Label(label="halo", value="")
         self.geo_zor = Label(label="ZoR", value="")
@@ -337,6 +337,7 @@ class SeamlessWidget(QWidget):
                     widgets=[self.show_grid, self.show_halo, self.show_status],
                     layout="horizontal",
                     labels=False,
+                    label="show",
                 ),
                 self.geo_f,
                 self.geo_halo,
@@ -386,6 +387,8 @@ class SeamlessWidget(QWidget):
         self.halo_note.native.setWordWrap(True)
         for label in (self.geo_f, self.geo_halo, self.geo_zor, self.geo_overhead):
             label.native.setWordWrap(True)
+            label.native.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+            label.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         self.progress.native.setFormat("%v of %m tiles")
         self.compare = ComparePanel(self)
         layout = QVBoxLayout()
@@ -880,9 +883,9 @@ class SeamlessWidget(QWidget):
         rf = self.predictor.rf
         notes = []
         if rf is not None and rf.eq1:
-            notes.append(f"Eq. 1 estimate {rf.eq1[0]} px")
+            notes.append(f"Eq. 1: {rf.eq1[0]}")
         if self.erf:
-            notes.append(f"ERF ~{self.erf[0]} px")
+            notes.append(f"ERF ~{self.erf[0]}")
         self._set_halo_note(*self._halo_text(grid))
         planes = ""
         if stack:
@@ -900,13 +903,15 @@ class SeamlessWidget(QWidget):
             )
         else:
             self._set_geometry(
-                f"{grid.factor[0]} px (total downsampling of the model)",
+                f"{grid.factor[0]} px",
                 f"{grid.halo[0]} px" + (f" ({', '.join(notes)})" if notes else ""),
                 f"{grid.zor_size[0]} px, {count(len(grid), 'tile')} "
                 f"({' x '.join(map(str, grid.grid_shape))}){planes}",
-                f"{grid.image_overhead:.2f}x for this image ({grid.overhead:.2f}x per tile, "
-                "window/ZoR)",
+                f"{grid.image_overhead:.2f}x for this image, {grid.overhead:.2f}x per tile",
             )
+        total = len(grid) * (1 if not stack or self.scope.value == "current" else choice.planes)
+        if self.progress.max != total:  # a new plan: "0 of N tiles"; else the last run's
+            self.progress.max, self.progress.value = total, 0
         if not keep_status and self._problem_shown:
             self._set_status(f"Ready: model {self.model_name}.")
         self._draw_overlays(grid, 0)

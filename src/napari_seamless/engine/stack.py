@@ -14,6 +14,7 @@ Axis letters: ``T`` time, ``Z`` depth, ``C`` channels, ``Y`` and ``X`` the image
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import product
@@ -92,17 +93,17 @@ class AxesChoice:
 
     def describe(self) -> str:
         """The reading in words, e.g. ``"ZYX: 31 Z planes, each run by the 2D model"``."""
-        space = f"{self.ndim}D model"
-        chans = f", {self.channels} channels (axis C)" if "C" in self.axes else ""
+        model = f"{self.ndim}D model"
+        chans = f", {self.channels} channels" if "C" in self.axes else ""
         if not self.stack:
             what = "one volume" if self.ndim == 3 else "one image"
-            return f"{self.axes}: {what}{chans}, run by the {space}"
+            return f"{self.axes}: {what}{chans}, {model}"
         parts = " x ".join(
             f"{n} {'time points' if a == 'T' else a + ' planes'}"
             for a, n in zip(self.stack, self.stack_shape, strict=True)
         )
         each = "volume" if self.ndim == 3 else "plane"
-        return f"{self.axes}: {parts}{chans}, each {each} run by the {space}"
+        return f"{self.axes}: {parts}{chans}, {model} per {each}"
 
 
 def interpretations(
@@ -182,10 +183,13 @@ def no_reading(shape: Sequence[int], ndim: int, in_channels: int, rgb: bool = Fa
             f"{shape[-1]}: choose a model trained for {shape[-1]} channels, or convert the "
             "image (e.g. Image > Convert to grayscale) first"
         )
-    if len(shape) - int(rgb) < ndim:
+    need = ndim + (in_channels > 1 and not rgb)  # a multichannel model needs its C axis too
+    if len(shape) - int(rgb) < need:
+        chans = f" with {in_channels} channels (C{spatial})" if need > ndim else f" ({spatial})"
+        n = len(shape) - int(rgb)
         return (
-            f"the model is {ndim}D ({spatial}) but the image (shape {shape}) has fewer axes: "
-            f"choose a {len(shape) - int(rgb)}D model"
+            f"the model is {ndim}D{chans} and needs {need} axes, but the image (shape "
+            f"{shape}) has {n}, fewer axes: choose a {max(n - (need > ndim), 1)}D model"
         )
     lead = len(shape) - int(rgb) - ndim - (in_channels > 1 and not rgb)
     names = 2 if ndim == 2 else 1
@@ -252,14 +256,22 @@ class StackRun:
         self.position: dict[str, int] | None = None  # the plane in flight
         self.current: Any = None  # its TileRun
         self._first: list[int] | None = None
+        self._lock = threading.Lock()
         self._events = self._run()
 
     def describe(self) -> str:
-        """What runs, e.g. ``"31 Z planes x 4 tiles"`` or ``"4 tiles"``."""
+        """What runs, e.g. ``"31 Z planes x 4 tiles"``, ``"5 volumes x 8 tiles"``, ``"4 tiles"``."""
         tiles = count(self.tiles_per_plane, "tile")
-        if not self.choice.stack:
+        stack = self.choice.stack
+        if not stack:
             return tiles
-        return f"{count(len(self.positions), 'plane')} x {tiles}"
+        if self.choice.ndim == 3:
+            noun = "volume"
+        elif len(stack) == 1:
+            noun = "time point" if stack == "T" else f"{stack} plane"
+        else:
+            noun = "plane"
+        return f"{count(len(self.positions), noun)} x {tiles}"
 
     def _run(self) -> Iterator[TileEvent]:
         from ..io import select_planes
@@ -271,9 +283,10 @@ class StackRun:
                 run = self.predictor.run(
                     plane, self.store(position), self.tile, axes=axes, **self.run_kwargs
                 )
-                if self._first is not None:
-                    run.prioritize(self._first)
-                self.position, self.current = position, run
+                with self._lock:  # a prioritize() from the GUI lands on this plane's run
+                    if self._first is not None:
+                        run.prioritize(self._first)
+                    self.position, self.current = position, run
                 try:
                     for event in run:
                         yield dataclasses.replace(event, done=done + event.done, total=self.total)
@@ -295,9 +308,10 @@ class StackRun:
 
     def prioritize(self, indices: Sequence[int]) -> int:
         """Start these tiles of the plane in flight next, and of each later plane first."""
-        self._first = [int(i) for i in indices]
-        run = self.current
-        return 0 if run is None else run.prioritize(self._first)
+        with self._lock:
+            self._first = [int(i) for i in indices]
+            run = self.current
+            return 0 if run is None else run.prioritize(self._first)
 
     def pending(self) -> list[int]:
         """Tiles of the plane in flight not started yet, in the order they will start."""
