@@ -40,6 +40,8 @@ _LAZY = {
     "label_instances": "instances",
     "InstanceResult": "instances",
     "InstanceError": "instances",
+    "run_on_cluster": "engine.cluster",
+    "ClusterRun": "engine.cluster",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -61,6 +61,100 @@ def _open_input(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
     return source, image, axes
 
 
+def _cluster_refusal(args: argparse.Namespace) -> str | None:
+    """Why these predict options cannot run on a cluster (yet), or None."""
+    if args.workers is not None and args.workers < 1:
+        return f"--workers must be 1 or more, got {args.workers}"
+    if args.batch_tiles < 1:
+        return f"--batch-tiles must be 1 or more, got {args.batch_tiles}"
+    unsupported = [
+        flag
+        for flag, used in (
+            ("--index", args.index),
+            ("--axes", args.axes),
+            ("--allow-pickle", args.allow_pickle),
+            ("--output-index", args.output_index),
+            ("--activation", args.activation),
+            ("--threshold", args.threshold is not None),
+        )
+        if used
+    ]
+    if unsupported:
+        return (
+            f"{unsupported[0]} is not supported with --workers/--scheduler yet (the workers "
+            "rebuild the model from its name and read the whole input): run without the "
+            "cluster, or convert the input first"
+        )
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        return "--workers/--scheduler need dask.distributed: pip install 'napari-seamless[cluster]'"
+    return None
+
+
+def _predictor_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The Predictor settings every cluster worker builds its model with."""
+    return {
+        "halo": args.halo,
+        "device": args.device,
+        "dtype": "float64" if args.float64 else "float32",
+        "time_budget": args.time_budget if args.time_budget > 0 else None,
+        "fast": args.fast,
+    }
+
+
+class _dask_client:  # noqa: N801 (used as a context manager, like a function)
+    """A client of ``--scheduler``, or of a LocalCluster of ``--workers`` processes."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.cluster: Any = None
+        self.client: Any = None
+
+    def __enter__(self) -> Any:
+        from distributed import Client, LocalCluster
+
+        if self.args.scheduler is not None:
+            self.client = Client(self.args.scheduler)
+        else:
+            self.cluster = LocalCluster(
+                n_workers=self.args.workers,
+                threads_per_worker=1,
+                processes=True,
+                dashboard_address=":0",
+            )
+            self.client = Client(self.cluster)
+        where = self.args.scheduler or f"a local cluster of {self.args.workers} worker(s)"
+        link = getattr(self.client, "dashboard_link", None)
+        print(
+            f"seamless: running on {where}" + (f"; dashboard: {link}" if link else ""),
+            file=sys.stderr,
+        )
+        return self.client
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+def _cluster_bar(args: argparse.Namespace, store: Any, part: Any) -> Any:
+    """A tqdm bar fed by the cluster run's completed batches (None with --quiet)."""
+    if args.quiet:
+        return None
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=store.tiles_total, initial=len(store.done), unit="tile", desc="seamless")
+
+    def update(done: int, total: int) -> None:
+        bar.update(done - bar.n)
+        part.keep = args.resumable = True  # tiles on disk: never lose them
+        if done >= total:
+            bar.close()
+
+    return update
+
+
 def _output_key(value: str | None) -> int | str | None:
     """``--output-index``: an integer index, or a key / output id."""
     if value is None:
@@ -192,6 +286,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             "--memory-budget sets what --tile auto may use; drop it, or pass --tile auto "
             "instead of a window size"
         )
+    cluster = args.workers is not None or args.scheduler is not None
+    if cluster:
+        problem = _cluster_refusal(args)
+        if problem:
+            return _fail(problem)
     check_output_location(out)  # a missing or read-only folder is told before any work
     source, image, axes = _open_input(args)
     with warnings.catch_warnings():
@@ -311,36 +410,63 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 source_image=str(src.resolve()),
             )
         todo = store.missing
-        run = pred.run(
-            image,
-            store,
-            tile,
-            output=output,
-            axes=axes,
-            normalization=loaded.normalization,
-            border=args.border,
-            batch_size=args.batch_size,
-            order=todo,
-            executor=executor,
-        )
-        bar = None
-        if not args.quiet and todo:
-            from tqdm.auto import tqdm
+        if cluster:
+            from .engine.cluster import run_on_cluster
 
-            bar = tqdm(
-                total=store.tiles_total, initial=len(store.done), unit="tile", desc="seamless"
+            store.flush()  # the cluster run owns the record from here
+            with _dask_client(args) as client:
+                done_run = run_on_cluster(
+                    client,
+                    args.model,
+                    src,
+                    part.scratch,
+                    tile,
+                    read_kwargs={"series": args.series, "level": args.level, "array": args.array},
+                    batch_tiles=args.batch_tiles,
+                    output=output,
+                    axes=axes,
+                    normalization=loaded.normalization,
+                    predictor_kwargs=_predictor_kwargs(args),
+                    resume=True,
+                    callback=_cluster_bar(args, store, part),
+                    border=args.border,
+                    batch_size=args.batch_size,
+                )
+            store = OmeZarrStore.open(part.scratch)  # as the cluster run left it: complete
+            run = None
+            workers = ", ".join(f"{n} on {w}" for w, n in sorted(done_run.workers.items()))
+            print(f"seamless: cluster: {done_run.tasks} tasks; tiles {workers}", file=sys.stderr)
+        else:
+            run = pred.run(
+                image,
+                store,
+                tile,
+                output=output,
+                axes=axes,
+                normalization=loaded.normalization,
+                border=args.border,
+                batch_size=args.batch_size,
+                order=todo,
+                executor=executor,
             )
-        try:
-            for ev in run:
-                store.mark_done(ev.tile.index)
-                part.keep = args.resumable = True
+            bar = None
+            if not args.quiet and todo:
+                from tqdm.auto import tqdm
+
+                bar = tqdm(
+                    total=store.tiles_total, initial=len(store.done), unit="tile", desc="seamless"
+                )
+            try:
+                for ev in run:
+                    store.mark_done(ev.tile.index)
+                    part.keep = args.resumable = True
+                    if bar is not None:
+                        bar.update(1)
+            finally:
+                run.close()
+                store.flush()
                 if bar is not None:
-                    bar.update(1)
-        finally:
-            run.close()
-            store.flush()
-            if bar is not None:
-                bar.close()
+                    bar.close()
         store.finish()
         if args.instances:  # the instance labels take the place of the semantic ones
             store = _instance_labels(args, store, grid, part, settings, src)
@@ -353,8 +479,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 settings=store.settings,
             )
     seconds = time.perf_counter() - started
-    stats = run.stats
-    if run.backoffs:
+    efficiency = "" if run is None else f", pipeline efficiency {run.stats.efficiency:.2f}"
+    if run is not None and run.backoffs:
         last = run.backoffs[-1]
         print(
             f"seamless: note: {run.backoffs[0].describe()}; ended with windows of at most "
@@ -365,7 +491,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     print(
         f"seamless: wrote {out} ({count(len(todo), 'tile')} computed"
         f"{f', {store.tiles_total - len(todo)} resumed' if part.resumed else ''}, "
-        f"{seconds:.1f} s, pipeline efficiency {stats.efficiency:.2f})",
+        f"{seconds:.1f} s{efficiency})",
         file=sys.stderr,
     )
     return 0
@@ -986,6 +1112,29 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="threads reading and normalising windows ahead of the model, with one writing "
         "behind it (default 2; 0: one step after another)",
+    )
+    cl = pr.add_mutually_exclusive_group()
+    cl.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run the tiles on a local dask cluster of N worker processes (needs the "
+        "'cluster' extra: pip install napari-seamless[cluster])",
+    )
+    cl.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="run the tiles on the dask.distributed cluster at ADDRESS (e.g. "
+        "tcp://host:8786); its workers must see the input and output paths",
+    )
+    pr.add_argument(
+        "--batch-tiles",
+        type=int,
+        default=8,
+        metavar="K",
+        help="tiles per cluster task with --workers/--scheduler (default 8)",
     )
     pr.add_argument(
         "--low-memory",

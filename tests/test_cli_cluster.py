@@ -1,0 +1,49 @@
+"""`seamless predict --workers N`: the same output as the single-process command."""
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_seamless.cli import main
+from napari_seamless.data import DATA_DIR
+
+pytest.importorskip("distributed")
+
+
+def test_predict_on_a_local_cluster_equals_the_single_process_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the worker processes inherit it
+    src = DATA_DIR / "nuclei2d.tif"
+    local, cluster = tmp_path / "local.tif", tmp_path / "cluster.tif"
+    assert main(["predict", str(src), "-o", str(local), "--tile", "256", "-q"]) == 0
+    capsys.readouterr()
+    args = ["predict", str(src), "-o", str(cluster), "--tile", "256", "-q"]
+    assert main([*args, "--workers", "2", "--batch-tiles", "4"]) == 0
+    err = capsys.readouterr().err
+    assert "local cluster of 2 worker(s)" in err and "dashboard: http" in err
+    assert "cluster: 16 tasks" in err and "64 tiles computed" in err
+    expected = tifffile.imread(local)
+    got = tifffile.imread(cluster)
+    assert got.dtype == expected.dtype and np.array_equal(got, expected)
+    assert expected.any() and not np.array_equal(expected, 0)
+    # the file is complete and ours: the napari reader's record says labels
+    from napari_seamless.stores import read_tiff_record
+
+    assert read_tiff_record(cluster)["kind"] == "labels"
+
+
+@pytest.mark.parametrize(
+    "extra, told",
+    [
+        (["--workers", "0"], "--workers must be 1 or more"),
+        (["--workers", "2", "--index", "Z=0"], "--index is not supported with --workers"),
+        (["--workers", "2", "--batch-tiles", "0"], "--batch-tiles must be 1 or more"),
+    ],
+)
+def test_cluster_options_that_cannot_run_are_refused_in_one_sentence(
+    tmp_path, capsys, extra, told
+):
+    out = tmp_path / "out.tif"
+    code = main(["predict", str(DATA_DIR / "nuclei2d.tif"), "-o", str(out), "-q", *extra])
+    err = capsys.readouterr().err
+    assert code != 0 and told in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
