@@ -39,9 +39,7 @@ def test_predict_on_a_local_cluster_equals_the_single_process_run(tmp_path, caps
         (["--workers", "2", "--batch-tiles", "0"], "--batch-tiles must be 1 or more"),
     ],
 )
-def test_cluster_options_that_cannot_run_are_refused_in_one_sentence(
-    tmp_path, capsys, extra, told
-):
+def test_cluster_options_that_cannot_run_are_refused_in_one_sentence(tmp_path, capsys, extra, told):
     out = tmp_path / "out.tif"
     code = main(["predict", str(DATA_DIR / "nuclei2d.tif"), "-o", str(out), "-q", *extra])
     err = capsys.readouterr().err
