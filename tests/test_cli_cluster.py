@@ -12,7 +12,10 @@ pytest.importorskip("distributed")
 
 def test_predict_on_a_local_cluster_equals_the_single_process_run(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the worker processes inherit it
-    src = DATA_DIR / "nuclei2d.tif"
+    # a tiled TIFF is read lazily (dask): the client's own reads must stay local, not be
+    # sent to the cluster with the open file inside (they were, and failed to pickle)
+    src = tmp_path / "nuclei_tiled.tif"
+    tifffile.imwrite(src, tifffile.imread(DATA_DIR / "nuclei2d.tif"), tile=(128, 128))
     local, cluster = tmp_path / "local.tif", tmp_path / "cluster.tif"
     assert main(["predict", str(src), "-o", str(local), "--tile", "256", "-q"]) == 0
     capsys.readouterr()

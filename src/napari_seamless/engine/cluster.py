@@ -20,6 +20,7 @@ No Qt, no napari; torch is imported by the model loading only (client and worker
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -72,6 +73,25 @@ class ClusterRun:
     workers: dict[str, int] = field(default_factory=dict)
 
 
+def _local_dask(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Compute lazy (dask) image reads with the local threaded scheduler inside ``function``.
+
+    With a distributed Client alive, dask sends every ``compute`` to the cluster by
+    default: a lazily read TIFF (its open file handle inside the graph) would then be
+    pickled to the workers, and fail. Windows, normalisation samples and coarse levels are
+    small local reads; only the tile tasks go to the cluster, through the client.
+    """
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        import dask
+
+        with dask.config.set(scheduler="threads"):
+            return function(*args, **kwargs)
+
+    return wrapper
+
+
 def _key(spec: Any, predictor_kwargs: Mapping[str, Any]) -> tuple[str, str]:
     return (repr(spec), repr(sorted(predictor_kwargs.items())))
 
@@ -88,6 +108,7 @@ def _predictor(spec: Any, predictor_kwargs: Mapping[str, Any]) -> tuple[Any, Any
     return built
 
 
+@_local_dask
 def _run_tiles(
     spec: Any,
     image_path: str,
@@ -186,6 +207,7 @@ def _write_coarse(levels: Sequence[Any], zors: Sequence[tuple[slice, ...]]) -> N
             levels[k][(Ellipsis, *dst)] = block[(Ellipsis, *src)]
 
 
+@_local_dask
 def run_on_cluster(
     client: Any,
     model_spec: Any,
@@ -245,7 +267,9 @@ def run_on_cluster(
     resume : bool
         Open ``output_path`` and compute only the tiles its record lacks.
     retries : int
-        Times a task is retried (e.g. when its worker dies).
+        Times a task that raises is retried. A task whose worker dies is given to another
+        worker by the scheduler (up to ``distributed.scheduler.allowed-failures`` deaths,
+        default 3, then it fails with ``KilledWorker``).
     callback : callable, optional
         Called as ``callback(done, total)`` after each completed batch.
     **run_kwargs
@@ -335,8 +359,9 @@ def run_on_cluster(
     run_args = {"output": output, "axes": axes, **run_kwargs}
     plan_seconds = time.perf_counter() - started
 
-    futures = [
-        client.submit(
+    pending = {}
+    for batch in batches:
+        future = client.submit(
             _run_tiles,
             model_spec,
             image_path,
@@ -350,13 +375,17 @@ def run_on_cluster(
             pure=False,
             retries=int(retries),
         )
-        for batch in batches
-    ]
+        pending[future.key] = future
+    n_tasks = len(pending)
     workers: dict[str, int] = {}
     done = len(store.done)
     try:
-        for future in as_completed(futures):
+        # a finished task is let go at once: a worker that dies later does not take
+        # results the client already has with it (the scheduler would compute them again)
+        for future in as_completed(list(pending.values())):
             indices, where = future.result()
+            pending.pop(future.key, None)
+            del future
             _write_coarse(store.levels, [grid[i].zor for i in indices])
             for i in indices:
                 store.mark_done(i)
@@ -365,15 +394,16 @@ def run_on_cluster(
             if callback is not None:
                 callback(done, len(grid))
     finally:
-        for future in futures:
+        for future in pending.values():  # stopped early: nothing left running
             future.cancel()
+        pending.clear()
         store.flush()
     store.finish()
     return ClusterRun(
         output=output_path,
         tiles=len(grid),
         computed=sum(workers.values()),
-        tasks=len(futures),
+        tasks=n_tasks,
         seconds=time.perf_counter() - started,
         plan_seconds=plan_seconds,
         grid=grid,
