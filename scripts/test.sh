@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
-exec "$PY" -m pytest -q tests "$@"
+exec "$PY" -m pytest -q --durations=15 tests "$@"
