@@ -10,6 +10,7 @@ from napari_seamless.data import DATA_DIR
 pytest.importorskip("distributed")
 
 
+@pytest.mark.slow  # ~22 s: run with -m slow (tests/test_cluster.py checks the engine)
 def test_predict_on_a_local_cluster_equals_the_single_process_run(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the worker processes inherit it
     # a tiled TIFF is read lazily (dask): the client's own reads must stay local, not be

@@ -22,6 +22,7 @@ distributed = pytest.importorskip("distributed")
 from napari_seamless.engine.cluster import run_on_cluster  # noqa: E402
 
 
+@pytest.mark.slow  # ~25 s: run with -m slow (the suite stays under 15 minutes)
 def test_worker_killed_half_way_still_gives_the_complete_exact_output(tmp_path):
     from napari_seamless.engine import segment
 
