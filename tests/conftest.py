@@ -37,3 +37,31 @@ def nuclei_truth() -> np.ndarray:
     from napari_seamless.data import nuclei_mask
 
     return nuclei_mask() > 0
+
+
+@pytest.fixture(scope="session")
+def dask_client():
+    """A client of a local cluster of 2 single-threaded worker processes (started once).
+
+    The workers are told there are 2 GPUs (``CUDA_VISIBLE_DEVICES`` 0 and 1), as
+    ``seamless predict --workers`` does on a GPU machine; without CUDA they run on the CPU.
+    """
+    distributed = pytest.importorskip("distributed")
+    from napari_seamless.engine.cluster import local_cluster
+
+    env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    with (
+        local_cluster(2, gpus=2, env=env, dashboard_address=None) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        yield client
+
+
+@pytest.fixture(scope="session")
+def nuclei_tif(tmp_path_factory, nuclei_image) -> Path:
+    """The 512 x 512 nuclei image as a plain TIFF file (what cluster workers read)."""
+    import tifffile
+
+    path = tmp_path_factory.mktemp("nuclei") / "nuclei.tif"
+    tifffile.imwrite(path, nuclei_image)
+    return path

@@ -15,12 +15,16 @@ def test_predict_on_a_local_cluster_equals_the_single_process_run(tmp_path, caps
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the worker processes inherit it
     # a tiled TIFF is read lazily (dask): the client's own reads must stay local, not be
     # sent to the cluster with the open file inside (they were, and failed to pickle)
+    # and a plane of a stack (--axes, --index): the workers open the file and pick the plane
     src = tmp_path / "nuclei_tiled.tif"
-    tifffile.imwrite(src, tifffile.imread(DATA_DIR / "nuclei2d.tif"), tile=(128, 128))
+    plane = tifffile.imread(DATA_DIR / "nuclei2d.tif")
+    stack = np.stack([plane[::-1], plane, plane[:, ::-1]])
+    tifffile.imwrite(src, stack, tile=(128, 128), photometric="minisblack")
     local, cluster = tmp_path / "local.tif", tmp_path / "cluster.tif"
-    assert main(["predict", str(src), "-o", str(local), "--tile", "256", "-q"]) == 0
+    pick = ["--axes", "ZYX", "--index", "Z=1", "--tile", "256", "-q"]
+    assert main(["predict", str(src), "-o", str(local), *pick]) == 0
     capsys.readouterr()
-    args = ["predict", str(src), "-o", str(cluster), "--tile", "256", "-q"]
+    args = ["predict", str(src), "-o", str(cluster), *pick]
     assert main([*args, "--workers", "2", "--batch-tiles", "4"]) == 0
     err = capsys.readouterr().err
     assert "local cluster of 2 worker(s)" in err and "dashboard: http" in err
@@ -29,6 +33,9 @@ def test_predict_on_a_local_cluster_equals_the_single_process_run(tmp_path, caps
     got = tifffile.imread(cluster)
     assert got.dtype == expected.dtype and np.array_equal(got, expected)
     assert expected.any() and not np.array_equal(expected, 0)
+    from napari_seamless.engine import segment
+
+    np.testing.assert_array_equal(got, segment("nuclei", plane, tile=None))  # plane 1 it is
     # the file is complete and ours: the napari reader's record says labels
     from napari_seamless.stores import read_tiff_record
 
@@ -39,7 +46,6 @@ def test_predict_on_a_local_cluster_equals_the_single_process_run(tmp_path, caps
     "extra, told",
     [
         (["--workers", "0"], "--workers must be 1 or more"),
-        (["--workers", "2", "--index", "Z=0"], "--index is not supported with --workers"),
         (["--workers", "2", "--batch-tiles", "0"], "--batch-tiles must be 1 or more"),
     ],
 )

@@ -15,6 +15,7 @@ Examples
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -34,73 +35,45 @@ def _fail(message: str) -> int:
 def _open_input(args: argparse.Namespace) -> tuple[Any, Any, str | None]:
     """Read ``args.image`` as asked (``--series/--level/--array/--axes/--index``).
 
-    Returns the :class:`~napari_seamless.io.InputImage`, the data to run (planes picked)
-    and its axes (None when neither the file nor ``--axes`` names them). Notes on the
-    choices made are printed.
+    Returns the :class:`~napari_seamless.io.InputImage` as read, the one to run (planes
+    picked; what a cluster's workers open again) and its axes (None when neither the file
+    nor ``--axes`` names them). Notes on the choices made are printed.
 
     Raises
     ------
     InputError
         For an unreadable input, or ``--index`` without known axes.
     """
-    from .io import InputError, parse_index, read_image, select_planes
+    from .io import InputError, parse_index, read_image
 
     src = Path(args.image)
     index = parse_index(args.index)
     source = read_image(src, series=args.series, level=args.level, array=args.array)
     for note in source.notes:
         print(f"seamless: note: {note}", file=sys.stderr)
-    image, axes = source.data, (args.axes.upper() if args.axes else source.axes)
+    image, axes = source, (args.axes.upper() if args.axes else source.axes)
     if index:
         if axes is None:
             raise InputError(
                 f"--index needs the axes of {src.name} (shape {source.shape}), which the file "
                 "does not name: pass them with --axes, e.g. --axes TZYX"
             )
-        image, axes = select_planes(image, axes, index)
+        image = source.select(index, axes)
+        axes = image.axes
     return source, image, axes
 
 
 def _cluster_refusal(args: argparse.Namespace) -> str | None:
-    """Why these predict options cannot run on a cluster (yet), or None."""
+    """Why the cluster options cannot be used as given, or None."""
     if args.workers is not None and args.workers < 1:
         return f"--workers must be 1 or more, got {args.workers}"
     if args.batch_tiles < 1:
         return f"--batch-tiles must be 1 or more, got {args.batch_tiles}"
-    unsupported = [
-        flag
-        for flag, used in (
-            ("--index", args.index),
-            ("--axes", args.axes),
-            ("--allow-pickle", args.allow_pickle),
-            ("--output-index", args.output_index),
-            ("--activation", args.activation),
-            ("--threshold", args.threshold is not None),
-        )
-        if used
-    ]
-    if unsupported:
-        return (
-            f"{unsupported[0]} is not supported with --workers/--scheduler yet (the workers "
-            "rebuild the model from its name and read the whole input): run without the "
-            "cluster, or convert the input first"
-        )
     try:
         import distributed  # noqa: F401
     except ImportError:
         return "--workers/--scheduler need dask.distributed: pip install 'napari-seamless[cluster]'"
     return None
-
-
-def _predictor_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The Predictor settings every cluster worker builds its model with."""
-    return {
-        "halo": args.halo,
-        "device": args.device,
-        "dtype": "float64" if args.float64 else "float32",
-        "time_budget": args.time_budget if args.time_budget > 0 else None,
-        "fast": args.fast,
-    }
 
 
 class _dask_client:  # noqa: N801 (used as a context manager, like a function)
@@ -112,17 +85,14 @@ class _dask_client:  # noqa: N801 (used as a context manager, like a function)
         self.client: Any = None
 
     def __enter__(self) -> Any:
-        from distributed import Client, LocalCluster
+        from distributed import Client
+
+        from .engine.cluster import local_cluster
 
         if self.args.scheduler is not None:
             self.client = Client(self.args.scheduler)
-        else:
-            self.cluster = LocalCluster(
-                n_workers=self.args.workers,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=":0",
-            )
+        else:  # one worker per GPU when there are GPUs (CUDA_VISIBLE_DEVICES)
+            self.cluster = local_cluster(self.args.workers)
             self.client = Client(self.cluster)
         where = self.args.scheduler or f"a local cluster of {self.args.workers} worker(s)"
         link = getattr(self.client, "dashboard_link", None)
@@ -136,23 +106,6 @@ class _dask_client:  # noqa: N801 (used as a context manager, like a function)
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()
-
-
-def _cluster_bar(args: argparse.Namespace, store: Any, part: Any) -> Any:
-    """A tqdm bar fed by the cluster run's completed batches (None with --quiet)."""
-    if args.quiet:
-        return None
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=store.tiles_total, initial=len(store.done), unit="tile", desc="seamless")
-
-    def update(done: int, total: int) -> None:
-        bar.update(done - bar.n)
-        part.keep = args.resumable = True  # tiles on disk: never lose them
-        if done >= total:
-            bar.close()
-
-    return update
 
 
 def _output_key(value: str | None) -> int | str | None:
@@ -305,7 +258,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     for note in loaded.meta.get("notes", []):
         print(f"seamless: note: {note}", file=sys.stderr)
     # channels and axes first: a mismatch is told before any analysis or inference
-    to_channel_first(image, loaded.ndim, loaded.in_channels, axes)
+    to_channel_first(image.data, loaded.ndim, loaded.in_channels, axes)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InexactHaloWarning)  # printed below in one line
         pred = loaded.predictor(
@@ -329,7 +282,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             "the result will differ from whole-image inference",
             file=sys.stderr,
         )
-    arr, axes = to_channel_first(image, pred.ndim, pred.in_channels, axes)
+    arr, axes = to_channel_first(image.data, pred.ndim, pred.in_channels, axes)
     spatial = tuple(int(n) for n in arr.shape[1:])
     tile = _choose_tile(args, pred, spatial, out)
     grid = pred.grid(spatial, tile, border=args.border)
@@ -397,46 +350,21 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         else:
             if args.resume:
                 print("seamless: note: no stopped run to resume; starting", file=sys.stderr)
-            store = OmeZarrStore.create(
+            store = pred.create_output(
                 part.scratch,
-                shape,
-                dtype,
-                chunks=grid.zor_size,
-                n_tiles=len(grid),
-                kind=kind,
-                axes=store_axes,
+                grid,
+                output,
                 attrs=settings,
                 name=out.name.split(".")[0],
                 source_image=str(src.resolve()),
             )
         todo = store.missing
-        if cluster:
-            from .engine.cluster import run_on_cluster
+        with contextlib.ExitStack() as stack:
+            if cluster:
+                from .engine.cluster import DaskExecutor
 
-            store.flush()  # the cluster run owns the record from here
-            with _dask_client(args) as client:
-                done_run = run_on_cluster(
-                    client,
-                    args.model,
-                    src,
-                    part.scratch,
-                    tile,
-                    read_kwargs={"series": args.series, "level": args.level, "array": args.array},
-                    batch_tiles=args.batch_tiles,
-                    output=output,
-                    axes=axes,
-                    normalization=loaded.normalization,
-                    predictor_kwargs=_predictor_kwargs(args),
-                    resume=True,
-                    callback=_cluster_bar(args, store, part),
-                    border=args.border,
-                    batch_size=args.batch_size,
-                )
-            store = OmeZarrStore.open(part.scratch)  # as the cluster run left it: complete
-            run = None
-            workers = ", ".join(f"{n} on {w}" for w, n in sorted(done_run.workers.items()))
-            print(f"seamless: cluster: {done_run.tasks} tasks; tiles {workers}", file=sys.stderr)
-        else:
+                client = stack.enter_context(_dask_client(args))
+                executor = DaskExecutor(client, batch_tiles=args.batch_tiles)
             run = pred.run(
                 image,
                 store,
@@ -467,6 +395,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 store.flush()
                 if bar is not None:
                     bar.close()
+        if cluster:
+            workers = ", ".join(f"{n} on {w}" for w, n in sorted(executor.workers.items()))
+            print(f"seamless: cluster: {executor.tasks} tasks; tiles {workers}", file=sys.stderr)
         store.finish()
         if args.instances:  # the instance labels take the place of the semantic ones
             store = _instance_labels(args, store, grid, part, settings, src)
@@ -479,8 +410,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 settings=store.settings,
             )
     seconds = time.perf_counter() - started
-    efficiency = "" if run is None else f", pipeline efficiency {run.stats.efficiency:.2f}"
-    if run is not None and run.backoffs:
+    efficiency = "" if cluster else f", pipeline efficiency {run.stats.efficiency:.2f}"
+    if run.backoffs:
         last = run.backoffs[-1]
         print(
             f"seamless: note: {run.backoffs[0].describe()}; ended with windows of at most "
@@ -622,7 +553,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from .models import load_model
     from .qa import reference, seam_report
 
-    _, image, axes = _open_input(args)
+    _, opened, axes = _open_input(args)
+    image = opened.data
     loaded = load_model(args.model)
     arr, _ = to_channel_first(image, loaded.ndim, loaded.in_channels, axes)  # before analysis
     spatial = arr.shape[1:]
@@ -719,9 +651,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         return _fail(f"{out} exists and is not a folder; choose a folder for the sweep")
-    _, image, axes = _open_input(args)
+    _, opened, axes = _open_input(args)
+    image = opened.data
     loaded = load_model(args.model)
-    to_channel_first(image, loaded.ndim, loaded.in_channels, axes)  # before the analysis
+    to_channel_first(image.data, loaded.ndim, loaded.in_channels, axes)  # before the analysis
     pred = loaded.predictor(device=args.device, time_budget=args.time_budget or None)
     factor, exact = pred.factor[0], pred.halo[0]
     halos = (
@@ -1119,8 +1052,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="run the tiles on a local dask cluster of N worker processes (needs the "
-        "'cluster' extra: pip install napari-seamless[cluster])",
+        help="run the tiles on a local dask cluster of N worker processes, spread one per "
+        "GPU when there are GPUs (needs the 'cluster' extra: pip install "
+        "napari-seamless[cluster])",
     )
     cl.add_argument(
         "--scheduler",

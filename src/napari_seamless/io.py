@@ -35,13 +35,14 @@ No Qt, no napari, no torch.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
 import shutil
 import sys
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -477,6 +478,17 @@ class InputImage:
     notes : tuple of str
         Choices made on the user's behalf (a series, a pyramid level, an array) and
         reader warnings, one sentence each; show them.
+    read : tuple of (str, value)
+        The options :func:`read_image` was given (``series``, ``level``, ``array``).
+    planes : tuple of (str, tuple)
+        The selections of :meth:`select` made since, oldest first: the axes and the
+        ``(axis, position)`` pairs of each.
+
+    Notes
+    -----
+    Pickling an InputImage (to send it to a cluster's workers) sends the path and the
+    choices above, never the pixels or the open file: it is opened again where it is
+    unpickled, once per process.
     """
 
     data: Any
@@ -484,11 +496,55 @@ class InputImage:
     path: Path
     source: str
     notes: tuple[str, ...] = field(default=())
+    read: tuple[tuple[str, Any], ...] = field(default=())
+    planes: tuple[tuple[str, tuple[tuple[str, int], ...]], ...] = field(default=())
 
     @property
     def shape(self) -> tuple[int, ...]:
         """Shape of :attr:`data`."""
         return tuple(int(s) for s in self.data.shape)
+
+    def select(self, index: Mapping[str, int], axes: str | None = None) -> InputImage:
+        """The image at one position along some axes (e.g. a time point), still lazy.
+
+        Parameters
+        ----------
+        index : mapping of str to int
+            Position per axis, e.g. ``{"T": 3}`` (see :func:`select_planes`).
+        axes : str, optional
+            Axes of :attr:`data` when the file does not name them (or names them wrongly).
+
+        Returns
+        -------
+        InputImage
+            With the selected axes dropped from ``data`` and ``axes``.
+
+        Raises
+        ------
+        InputError
+            If the axes are unknown or do not fit, or a position is outside its axis.
+        """
+        axes = (axes or self.axes or "").upper()
+        if not axes:
+            raise InputError(
+                f"selecting planes of {self.path.name} (shape {self.shape}) needs its axes, "
+                "which the file does not name: pass them, e.g. --axes TZYX"
+            )
+        data, kept = select_planes(self.data, axes, index)
+        chosen = tuple((str(a).upper(), int(k)) for a, k in index.items())
+        return replace(self, data=data, axes=kept, planes=(*self.planes, (axes, chosen)))
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return (_reopen, (str(self.path.resolve()), self.read, self.planes))
+
+
+@functools.lru_cache(maxsize=8)
+def _reopen(path: str, read: tuple, planes: tuple) -> InputImage:
+    """An unpickled :class:`InputImage`: the file opened again (once per process)."""
+    image = read_image(path, **dict(read))
+    for axes, index in planes:
+        image = image.select(dict(index), axes)
+    return image
 
 
 def read_image(
@@ -554,7 +610,8 @@ def read_image(
             "convert it to TIFF or zarr first (e.g. open it in napari and save as .tif)"
         )
     _check_usable(image)
-    return image
+    given = (("series", series), ("level", level), ("array", array))
+    return replace(image, read=tuple((k, v) for k, v in given if v is not None))
 
 
 def _check_usable(image: InputImage) -> None:

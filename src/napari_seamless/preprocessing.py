@@ -44,6 +44,29 @@ class NonFiniteInputError(SeamlessError, ValueError):
     """The image holds NaN or infinite values, which would poison the statistics and result."""
 
 
+def read_local(block: Any, dtype: Any = None) -> np.ndarray:
+    """``block`` read into numpy in this process.
+
+    A lazy dask block is computed with the local threaded scheduler: with a
+    dask.distributed Client alive, dask would otherwise send the read (and an open file
+    handle inside the graph) to the cluster.
+
+    Parameters
+    ----------
+    block : array-like
+        numpy, zarr, memmap or dask.
+    dtype : numpy dtype, optional
+        Cast to this type.
+
+    Returns
+    -------
+    numpy.ndarray
+    """
+    if type(block).__module__.split(".")[0] == "dask":
+        block = block.compute(scheduler="threads")
+    return np.asarray(block, dtype)
+
+
 def check_finite(values: np.ndarray, where: str) -> None:
     """Refuse non-finite values (policy: never guess a replacement).
 
@@ -184,10 +207,10 @@ def sample(image: Any, max_samples: int = 2**24) -> np.ndarray:
         raise ValueError("sample needs a channel-first image (C, *spatial)")
     channels, spatial = shape[0], shape[1:]
     if int(np.prod(spatial, dtype=np.int64)) <= max_samples:
-        whole = np.asarray(image[(slice(None),) * len(shape)], np.float64)
+        whole = read_local(image[(slice(None),) * len(shape)], np.float64)
         return whole.reshape(channels, -1)
     reads = [
-        np.asarray(image[(slice(None), *box)], np.float64).reshape(channels, -1)
+        read_local(image[(slice(None), *box)], np.float64).reshape(channels, -1)
         for box in _sample_boxes(spatial, max_samples)
     ]
     return np.concatenate(reads, axis=1)

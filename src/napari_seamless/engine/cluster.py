@@ -1,41 +1,331 @@
-"""The exact tile grid run on a dask.distributed cluster, written into one OME-Zarr output.
+"""The exact tile grid on a dask.distributed cluster: an executor of the engine.
 
-:func:`run_on_cluster` plans the grid and fits the normalisation once on the client, creates
-the OME-Zarr output (level-0 chunks equal to the ZoR), and submits one task per batch of
-tiles. Each worker process rebuilds the model once from its *spec* (a built-in name, a file
-or ``module:function``: whatever :func:`~napari_seamless.models.load_model` takes), reads its
-windows from the input path itself and writes each ZoR into level 0 of the output. A ZoR is
-exactly a set of whole level-0 chunks, so workers never share a chunk and their writes
-cannot race.
+:class:`DaskExecutor` is an executor like :class:`~napari_seamless.engine.SerialExecutor`:
+pass it to :meth:`~napari_seamless.engine.Predictor.run` and the same tiles run as tasks
+on the cluster, a batch of tiles per task. The run then sends each task a
+:class:`RemoteTiles`: what a worker needs to compute tiles by index without any live
+object from the client. Each worker process loads the model once from its *source* (a
+built-in name, a file, a bioimage.io package or ``module:function``, with the loading
+options; never a pickled module), opens the image once from its path (an
+:class:`~napari_seamless.io.InputImage` pickles as its path and choices), and writes each
+ZoR straight into level 0 of the OME-Zarr output. A ZoR covers whole level-0 chunks, so
+workers never share a chunk and their writes cannot race.
 
-The coarser pyramid levels do share chunks between ZoRs (a chunk of level 1 may hold pixels
-of several tiles), so the workers leave them alone: the client writes a batch's share of
-every coarser level (read back from level 0) as the batch completes, then marks its tiles
-done in the output's record. The client is the only writer of the coarse levels and of the
-record, and a tile the record calls done is on disk at every level, as for a local run:
-a stopped cluster run resumes on the cluster or locally.
+The coarser pyramid levels do share chunks between ZoRs, so the workers leave them alone:
+the client fills a batch's share of every coarser level (read back from level 0) when the
+batch completes (``RunSteps.settle``), and only then yields its tiles. A caller that marks
+yielded tiles done in the output's record (:func:`run_on_cluster`, ``seamless predict``)
+thus never records a tile that is not on disk at every level, as for a local run: a
+stopped cluster run resumes on the cluster or locally.
 
-No Qt, no napari; torch is imported by the model loading only (client and workers).
+:func:`run_on_cluster` does the whole job from paths; :func:`local_cluster` starts a
+LocalCluster with one worker per GPU when there are GPUs.
+
+No Qt, no napari; torch is imported by the model loading only (client and workers), and
+dask.distributed only when a cluster is used.
 """
 
 from __future__ import annotations
 
-import functools
+import itertools
+import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..errors import ArgumentError
-from ..preprocessing import FittedPreprocessing, PercentileNormalization, Preprocessing
+from ..grid import Tile
+from .executors import RunSteps, Schedule
 
-__all__ = ["ClusterRun", "run_on_cluster"]
+__all__ = ["ClusterRun", "DaskExecutor", "RemoteTiles", "local_cluster", "run_on_cluster"]
 
-#: ``(LoadedModel, Predictor)`` keyed by ``(spec, settings)``: one model per worker process
+#: ``(LoadedModel, Predictor)`` keyed by ``(source, settings)``: one model per worker process
 _PREDICTORS: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+
+def _predictor(source: Any, settings: Mapping[str, Any]) -> Any:
+    """The Predictor of ``source`` with ``settings``, built once per process."""
+    key = (repr(source), repr(sorted(settings.items())))
+    built = _PREDICTORS.get(key)
+    if built is None:
+        loaded = source.load()
+        built = _PREDICTORS[key] = (loaded, loaded.predictor(**dict(settings)))
+    return built[1]
+
+
+def _worker_name() -> str:
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().address)
+    except (ImportError, ValueError):
+        return f"process {os.getpid()}"
+
+
+@dataclass(frozen=True)
+class RemoteTiles:
+    """Computes tiles of one run by grid index, in whatever process calls it.
+
+    Made by :meth:`~napari_seamless.engine.Predictor.run` for an executor with
+    ``remote = True``; picklable and small (no model, no pixels).
+
+    Attributes
+    ----------
+    model : ModelSource
+        How the worker loads the model (:attr:`LoadedModel.source
+        <napari_seamless.models.LoadedModel>`).
+    settings : dict
+        :class:`~napari_seamless.engine.Predictor` arguments (:meth:`Predictor.settings
+        <napari_seamless.engine.Predictor.settings>`): the client's halo and F, so every
+        process tiles alike and none repeats the halo analysis.
+    image : InputImage
+        The input; unpickled, it opens the file again (once per process).
+    writer : Level0Writer
+        Level 0 of the OME-Zarr output.
+    tile : int or tuple of int
+        Window size in pixels.
+    run : dict
+        The rest of :meth:`~napari_seamless.engine.Predictor.run`'s settings (``output``,
+        ``axes``, ``border``, ``batch_size``, ``halo``) and the ``normalization`` fitted
+        once on the client, so every window is normalised by the same map.
+    """
+
+    model: Any
+    settings: dict[str, Any]
+    image: Any
+    writer: Any
+    tile: Any
+    run: dict[str, Any]
+
+    def __call__(self, indices: Sequence[int]) -> dict[str, Any]:
+        """Compute and write the tiles ``indices`` (grid indices) into level 0.
+
+        Returns
+        -------
+        dict
+            ``indices`` (list of int, the tiles written), ``worker`` (its address),
+            ``forward``, ``read``, ``write`` (seconds spent, as in
+            :class:`~napari_seamless.engine.PipelineStats`).
+        """
+        pred = _predictor(self.model, self.settings)
+        run = pred.run(self.image.data, self.writer, self.tile, order=list(indices), **self.run)
+        try:
+            written = [int(ev.tile.index) for ev in run]
+        finally:
+            run.close()
+        s = run.stats
+        return {
+            "indices": written,
+            "worker": _worker_name(),
+            "forward": s.forward,
+            "read": s.read,
+            "write": s.write,
+        }
+
+
+class DaskExecutor:
+    """Run the tiles of :meth:`~napari_seamless.engine.Predictor.run` as dask.distributed tasks.
+
+    Parameters
+    ----------
+    client : distributed.Client
+        A client of the cluster. Workers must see the image and the output (a shared
+        file system) and import napari-seamless and torch.
+    batch_tiles : int
+        Tiles per task. A task costs the scheduler ~5-10 ms whatever it does
+        (``docs/cluster.md``): batches keep that small next to the model's time, and
+        keep a 10^5-tile slide to a graph of 10^3-10^4 tasks.
+    retries : int
+        Times a task that raises is run again. A task whose worker dies is given to
+        another worker by the scheduler (up to ``distributed.scheduler.allowed-failures``
+        deaths, default 3, then it fails with ``KilledWorker``).
+    max_tasks : int, optional
+        Tasks submitted at once; more are submitted as these finish, in the order of the
+        schedule (so ``TileRun.prioritize`` still moves tiles forward). Default: all.
+
+    Attributes
+    ----------
+    remote : bool
+        True: :meth:`~napari_seamless.engine.Predictor.run` gives :meth:`execute` a
+        :class:`RemoteTiles` in ``steps.remote``.
+    workers : dict
+        Tiles computed per worker address, filled as the run goes.
+    tasks : int
+        Tasks submitted so far.
+
+    Notes
+    -----
+    Results are fetched a batch of finished tasks at a time
+    (``as_completed(...).batches()`` and one ``gather``), and each finished task is let
+    go at once: a worker that dies later does not make the scheduler compute again what
+    the client already has. Closing the run cancels the tasks not finished.
+    """
+
+    remote = True
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        batch_tiles: int = 8,
+        retries: int = 2,
+        max_tasks: int | None = None,
+    ) -> None:
+        if int(batch_tiles) < 1:
+            raise ArgumentError(f"batch_tiles must be 1 or more, got {batch_tiles}")
+        if max_tasks is not None and int(max_tasks) < 1:
+            raise ArgumentError(f"max_tasks must be 1 or more (or None: all), got {max_tasks}")
+        if not callable(getattr(client, "submit", None)):
+            raise ArgumentError(f"client must be a distributed.Client, got {type(client).__name__}")
+        self.client = client
+        self.batch_tiles = int(batch_tiles)
+        self.retries = int(retries)
+        self.max_tasks = None if max_tasks is None else int(max_tasks)
+        self.workers: dict[str, int] = {}
+        self.tasks = 0
+
+    def execute(self, schedule: Schedule, steps: RunSteps) -> Iterator[Tile]:
+        """Run every tile of ``schedule`` on the cluster; yield each once it is settled.
+
+        Raises
+        ------
+        ArgumentError
+            If ``steps.remote`` is missing (the run was not prepared for other processes).
+        Exception
+            The first task's error that its retries did not cure, as raised on the worker.
+        """
+        from distributed import as_completed
+
+        if steps.remote is None:
+            raise ArgumentError(
+                "DaskExecutor runs the tiles in other processes: use it through "
+                "Predictor.run, which tells the workers how to load the model and the image"
+            )
+        stats, start = steps.stats, time.perf_counter()
+        run_id = uuid.uuid4().hex[:8]
+        counter = itertools.count()
+        batches: dict[str, list[Tile]] = {}
+        futures: dict[str, Any] = {}
+        finished = as_completed()
+
+        def submit() -> bool:
+            batch = []
+            while len(batch) < self.batch_tiles and (t := schedule.take()) is not None:
+                batch.append(t)
+            if not batch:
+                return False
+            future = self.client.submit(
+                steps.remote,
+                [t.index for t in batch],
+                key=f"seamless-tiles-{run_id}-{next(counter)}",
+                pure=False,
+                retries=self.retries,
+            )
+            batches[future.key], futures[future.key] = batch, future
+            finished.add(future)
+            self.tasks += 1
+            return True
+
+        while (self.max_tasks is None or len(futures) < self.max_tasks) and submit():
+            pass
+        try:
+            for done in finished.batches():
+                results = self.client.gather(done)  # one round trip for the whole batch
+                for future, result in zip(done, results, strict=True):
+                    batch = batches.pop(future.key)
+                    futures.pop(future.key, None)
+                    if sorted(result["indices"]) != sorted(t.index for t in batch):
+                        raise RuntimeError(
+                            f"a worker wrote tiles {result['indices']} for the batch "
+                            f"{[t.index for t in batch]}"
+                        )
+                    where = result["worker"]
+                    self.workers[where] = self.workers.get(where, 0) + len(batch)
+                    stats.forward += result["forward"]
+                    stats.read += result["read"]
+                    stats.write += result["write"]
+                    if steps.settle is not None:
+                        steps.settle(batch)
+                    for t in batch:
+                        stats.tiles += 1
+                        stats.wall = time.perf_counter() - start
+                        yield t
+                    submit()
+                del done, results  # let the finished tasks go
+        finally:
+            for future in futures.values():  # stopped early: nothing left running
+                future.cancel()
+            futures.clear()
+            stats.wall = time.perf_counter() - start
+
+
+def local_cluster(
+    workers: int | None = None,
+    gpus: int | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    dashboard_address: str | None = ":0",
+) -> Any:
+    """A cluster of worker processes on this machine, one per GPU when there are GPUs.
+
+    Parameters
+    ----------
+    workers : int, optional
+        Worker processes; default one per GPU, or 1 without GPUs.
+    gpus : int, optional
+        GPUs to spread the workers over; default ``torch.cuda.device_count()``. Worker
+        ``i`` sees only GPU ``i % gpus`` (``CUDA_VISIBLE_DEVICES``), so its model runs on
+        its own device, as ``cuda:0`` of its process.
+    env : mapping, optional
+        More environment variables of every worker process (e.g. ``OMP_NUM_THREADS``).
+    dashboard_address : str or None
+        Where the scheduler's dashboard listens (``":0"``: a free port; None: no
+        dashboard).
+
+    Returns
+    -------
+    distributed.SpecCluster
+        One thread per worker (the model uses the process's cores, or its GPU); use it
+        with ``distributed.Client(cluster)`` and close it after.
+
+    Raises
+    ------
+    ArgumentError
+        For ``workers < 1`` or ``gpus < 0``.
+    """
+    from distributed import Nanny, Scheduler, SpecCluster
+
+    if gpus is None:
+        import torch
+
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if gpus < 0:
+        raise ArgumentError(f"gpus must be 0 or more, got {gpus}")
+    workers = (gpus or 1) if workers is None else int(workers)
+    if workers < 1:
+        raise ArgumentError(f"workers must be 1 or more, got {workers}")
+    specs = {
+        f"seamless-{i}": {
+            "cls": Nanny,
+            "options": {
+                "nthreads": 1,
+                "host": "127.0.0.1",
+                "env": {
+                    **dict(env or {}),
+                    **({"CUDA_VISIBLE_DEVICES": str(i % gpus)} if gpus else {}),
+                },
+            },
+        }
+        for i in range(workers)
+    }
+    scheduler = {
+        "cls": Scheduler,
+        "options": {"host": "127.0.0.1", "dashboard_address": dashboard_address},
+    }
+    return SpecCluster(workers=specs, scheduler=scheduler, name="napari-seamless")
 
 
 @dataclass
@@ -57,8 +347,8 @@ class ClusterRun:
     plan_seconds : float
         Part of ``seconds`` spent on the client before the first task was submitted (model
         analysis, normalisation fit, output creation).
-    grid : Any
-        The :class:`~napari_seamless.grid.TileGrid`.
+    grid : TileGrid
+        The grid.
     workers : dict
         Tiles computed per worker address.
     """
@@ -73,145 +363,10 @@ class ClusterRun:
     workers: dict[str, int] = field(default_factory=dict)
 
 
-def _local_dask(function: Callable[..., Any]) -> Callable[..., Any]:
-    """Compute lazy (dask) image reads with the local threaded scheduler inside ``function``.
-
-    With a distributed Client alive, dask sends every ``compute`` to the cluster by
-    default: a lazily read TIFF (its open file handle inside the graph) would then be
-    pickled to the workers, and fail. Windows, normalisation samples and coarse levels are
-    small local reads; only the tile tasks go to the cluster, through the client.
-    """
-
-    @functools.wraps(function)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        import dask
-
-        with dask.config.set(scheduler="threads"):
-            return function(*args, **kwargs)
-
-    return wrapper
-
-
-def _key(spec: Any, predictor_kwargs: Mapping[str, Any]) -> tuple[str, str]:
-    return (repr(spec), repr(sorted(predictor_kwargs.items())))
-
-
-def _predictor(spec: Any, predictor_kwargs: Mapping[str, Any]) -> tuple[Any, Any]:
-    """The loaded model of ``spec`` and its Predictor, built once per process."""
-    key = _key(spec, predictor_kwargs)
-    built = _PREDICTORS.get(key)
-    if built is None:
-        from ..models import load_model
-
-        loaded = load_model(spec)
-        built = _PREDICTORS[key] = (loaded, loaded.predictor(**dict(predictor_kwargs)))
-    return built
-
-
-@_local_dask
-def _run_tiles(
-    spec: Any,
-    image_path: str,
-    read_kwargs: Mapping[str, Any],
-    output_path: str,
-    tile: Any,
-    indices: Sequence[int],
-    normalization: Any,
-    run_kwargs: Mapping[str, Any],
-    predictor_kwargs: Mapping[str, Any],
-) -> tuple[list[int], str]:
-    """Task body on a worker: compute tiles ``indices`` into level 0 of the output.
-
-    Returns
-    -------
-    tuple of (list of int, str)
-        The tile indices written, and the worker's address (for the summary).
-    """
-    import zarr
-
-    from ..io import read_image
-    from ..stores import ArrayStore
-
-    _, pred = _predictor(spec, predictor_kwargs)
-    image = read_image(image_path, **dict(read_kwargs))
-    level0 = zarr.open_array(str(Path(output_path) / "0"), mode="r+")
-    run = pred.run(
-        image.data,
-        ArrayStore(level0),
-        tile,
-        order=list(indices),
-        normalization=normalization,
-        **dict(run_kwargs),
-    )
-    try:
-        written = [int(ev.tile.index) for ev in run]
-    finally:
-        run.close()
-    try:
-        from distributed import get_worker
-
-        where = str(get_worker().address)
-    except (ImportError, ValueError):
-        where = "local"
-    return written, where
-
-
-def _fit(normalization: Any, arr: Any) -> Any:
-    """The normalisation fitted once on the whole image, to ship to every worker."""
-    if normalization is None or (
-        callable(normalization) and not isinstance(normalization, Preprocessing)
-    ):
-        return normalization  # None, a fitted map, or a user callable: shipped as it is
-    if isinstance(normalization, str):
-        if normalization != "percentile":
-            raise ArgumentError(
-                f"normalization must be 'percentile', a Preprocessing, a callable or None, "
-                f"got {normalization!r}"
-            )
-        return PercentileNormalization.fit(arr)
-    if isinstance(normalization, Preprocessing):
-        return normalization.fit(arr)
-    if isinstance(normalization, (PercentileNormalization, FittedPreprocessing)):
-        return normalization
-    raise ArgumentError(f"cannot use {type(normalization).__name__} as a normalization")
-
-
-def _check_aligned(grid: Any, level0: Any, lead: int) -> None:
-    """Refuse a grid whose ZoRs do not cover whole level-0 chunks (their writes could race)."""
-    chunks = tuple(level0.chunks[lead:])
-    shape = tuple(level0.shape[lead:])
-    for t in grid:
-        for sl, c, n in zip(t.zor, chunks, shape, strict=True):
-            if sl.start % c or (sl.stop % c and sl.stop != n):
-                raise ArgumentError(
-                    f"the ZoR {t.zor} does not cover whole output chunks {chunks}; workers "
-                    "writing it could overwrite each other's pixels. Choose a tile whose ZoR "
-                    "is at least 64 pixels"
-                )
-
-
-def _write_coarse(levels: Sequence[Any], zors: Sequence[tuple[slice, ...]]) -> None:
-    """Write the share of every level above 0 of the ZoRs ``zors``, read from level 0."""
-    from ..stores import level_slices
-
-    level0 = levels[0]
-    for zor in zors:
-        block = None
-        for k in range(1, len(levels)):
-            where = level_slices(zor, k)
-            if where is None:
-                continue
-            if block is None:
-                block = np.asarray(level0[(Ellipsis, *zor)])
-            dst, src = where
-            levels[k][(Ellipsis, *dst)] = block[(Ellipsis, *src)]
-
-
-@_local_dask
 def run_on_cluster(
     client: Any,
-    model_spec: Any,
-    image_path: str | Path,
+    model: Any,
+    image: Any,
     output_path: str | Path,
     tile: int | Sequence[int],
     *,
@@ -230,51 +385,50 @@ def run_on_cluster(
 
     The output equals the single-process run with the same settings (labels identical,
     scores bit-identical): every tile is the same computation, only where it runs differs.
+    It is :meth:`~napari_seamless.engine.Predictor.run` with a :class:`DaskExecutor`,
+    plus the output's creation and its done-tile record.
 
     Parameters
     ----------
     client : distributed.Client
-        A client of the cluster. Workers must see ``image_path`` and ``output_path`` (a
-        shared file system) and be able to import napari-seamless and torch.
-    model_spec : str or Path
-        What :func:`~napari_seamless.models.load_model` takes: a built-in name such as
-        ``"nuclei"``, a model file, a bioimage.io package or ``module:function``. Each
-        worker process loads it once, not a pickled live module.
-    image_path : str or Path
-        The input (TIFF, zarr, OME-Zarr), read by the client (shape, normalisation) and by
-        the workers (their windows) with :func:`~napari_seamless.io.read_image`.
+        A client of the cluster. Workers must see the image and ``output_path`` (a shared
+        file system) and be able to import napari-seamless and torch.
+    model : str, Path or LoadedModel
+        A built-in name such as ``"nuclei"``, a model file, a bioimage.io package or
+        ``module:function``, or what :func:`~napari_seamless.models.load_model` returned
+        for one. Each worker process loads it once, never a pickled live module.
+    image : str, Path or InputImage
+        The input (TIFF, zarr, OME-Zarr) path, read with
+        :func:`~napari_seamless.io.read_image` (and ``read_kwargs``), or what that
+        returned (planes selected with ``InputImage.select`` included).
     output_path : str or Path
         The OME-Zarr output to create (anything there is replaced), or with ``resume`` an
         output of an earlier run to complete.
     tile : int or sequence of int
         Window size in pixels, as for :meth:`~napari_seamless.engine.Predictor.run`.
     read_kwargs : mapping, optional
-        Passed to ``read_image`` (``series``, ``level``, ``array``).
+        Passed to ``read_image`` for a path (``series``, ``level``, ``array``).
     batch_tiles : int
-        Tiles per task: fewer, larger tasks keep the scheduler's load low.
+        Tiles per task (see :class:`DaskExecutor`).
     output : {"labels", "probabilities"}
         What is written: integer labels ``(*spatial)`` or class scores
         ``(classes, *spatial)`` in the predictor's float dtype.
     axes : str, optional
         Axes of the input such as ``"YX"`` or ``"CYX"``.
     normalization : str, Preprocessing, PercentileNormalization, callable or None
-        ``"default"``: the model's declared preprocessing, else ``"percentile"``; fitted
-        once on the client over the whole image, and the fitted map shipped to every
-        worker, so each normalises identically.
+        As for :meth:`~napari_seamless.engine.Predictor.run`: fitted once on the client
+        over the whole image; the fitted map goes to every worker.
     predictor_kwargs : mapping, optional
-        Passed to ``LoadedModel.predictor`` on the client and on every worker (``halo``,
-        ``dtype``, ``device``, ...).
+        Passed to :class:`~napari_seamless.engine.Predictor` (``halo``, ``dtype``,
+        ``device``, ...); the workers get the same predictor, with the client's halo.
     resume : bool
         Open ``output_path`` and compute only the tiles its record lacks.
     retries : int
-        Times a task that raises is retried. A task whose worker dies is given to another
-        worker by the scheduler (up to ``distributed.scheduler.allowed-failures`` deaths,
-        default 3, then it fails with ``KilledWorker``).
+        See :class:`DaskExecutor`.
     callback : callable, optional
-        Called as ``callback(done, total)`` after each completed batch.
+        Called as ``callback(done, total)`` after each tile is recorded done.
     **run_kwargs
-        Further settings of :meth:`~napari_seamless.engine.Predictor.run` that the tiles
-        share, e.g. ``border``, ``batch_size`` (not ``order``, ``mode`` or ``region``).
+        ``border`` and ``batch_size`` of :meth:`~napari_seamless.engine.Predictor.run`.
 
     Returns
     -------
@@ -284,128 +438,88 @@ def run_on_cluster(
     Raises
     ------
     ArgumentError
-        For ``batch_tiles < 1``, run settings that do not belong here, a ZoR that does
-        not cover whole output chunks, or a resumed output of another grid.
+        For ``batch_tiles < 1``, run settings that do not belong here, or a resumed
+        output of another input, model, grid or setting (named in the message).
     """
-    from distributed import as_completed
-
-    from ..io import read_image
+    from ..io import InputImage, read_image
+    from ..models import LoadedModel, load_model
     from ..stores import OmeZarrStore
     from .predictor import to_channel_first
 
     started = time.perf_counter()
-    if int(batch_tiles) < 1:
-        raise ArgumentError(f"batch_tiles must be 1 or more, got {batch_tiles}")
-    bad = sorted(set(run_kwargs) & {"order", "mode", "region", "overlap", "weights", "output"})
+    executor = DaskExecutor(client, batch_tiles=batch_tiles, retries=retries)
+    bad = sorted(set(run_kwargs) - {"border", "batch_size"})
     if bad:
         raise ArgumentError(
-            f"{', '.join(bad)} cannot be set for a cluster run: it computes the exact grid"
+            f"{', '.join(bad)} cannot be set for a cluster run (it computes the exact grid); "
+            "it takes border and batch_size"
         )
     if output not in ("labels", "probabilities"):
         raise ArgumentError(f"output must be 'labels' or 'probabilities', got {output!r}")
-    read_kwargs = dict(read_kwargs or {})
-    predictor_kwargs = dict(predictor_kwargs or {})
-    image_path, output_path = str(Path(image_path).resolve()), Path(output_path).resolve()
-
-    loaded, pred = _predictor(model_spec, predictor_kwargs)
-    image = read_image(image_path, **read_kwargs)
+    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    pred = loaded.predictor(**dict(predictor_kwargs or {}))
+    if not isinstance(image, InputImage):
+        image = read_image(image, **dict(read_kwargs or {}))
+    output_path = Path(output_path).resolve()
     arr, axes = to_channel_first(image.data, pred.ndim, pred.in_channels, axes)
-    spatial = tuple(int(n) for n in arr.shape[1:])
-    grid = pred.grid(spatial, tile, border=run_kwargs.get("border", "clip"))
-    if isinstance(normalization, str) and normalization == "default":
-        normalization = loaded.normalization
-    fitted = _fit(normalization, arr)
-    classes = pred.classes()
-    letters = "zyx"[-len(spatial) :]
-    if output == "labels":
-        shape, dtype, kind, store_axes = spatial, pred.label_dtype(classes), "labels", letters
-    else:
-        shape, dtype, kind = (classes, *spatial), pred.np_dtype, "image"
-        store_axes = "c" + letters
+    border = run_kwargs.get("border", "clip")
+    grid = pred.grid(arr.shape[1:], tile, border=border)
     settings = {
-        "input": image_path,
-        "read": read_kwargs,
+        "input": str(image.path.resolve()),
+        "read": dict(image.read),
+        "planes": [[a, dict(i)] for a, i in image.planes],
         "axes": axes,
-        "model": str(model_spec),
+        "model": loaded.source.spec if loaded.source is not None else loaded.name,
+        "precision": pred.dtype,
         "output": output,
         "tile": list(grid.tile),
         "halo": list(grid.halo),
         "factor": list(grid.factor),
-        "border": run_kwargs.get("border", "clip"),
+        "border": border,
         "grid_shape": list(grid.grid_shape),
     }
     if resume:
         store = OmeZarrStore.open(output_path)
-        if store.tiles_total != len(grid) or store.shape != tuple(shape):
+        differ = store.differences(settings)
+        if differ or store.tiles_total != len(grid):
+            key, (was, now) = (
+                next(iter(differ.items())) if differ else ("tiles", (store.tiles_total, len(grid)))
+            )
             raise ArgumentError(
-                f"{output_path} holds a run of {store.tiles_total} tiles of shape "
-                f"{store.shape}, this one {len(grid)} of {tuple(shape)}: not resumable"
+                f"{output_path} holds a run with {key} {was}, this one {now}: resume with the "
+                "same input, model and settings, or write a new output"
             )
     else:
-        store = OmeZarrStore.create(
-            output_path,
-            shape,
-            dtype,
-            chunks=grid.zor_size,
-            n_tiles=len(grid),
-            kind=kind,
-            axes=store_axes,
-            attrs=settings,
-            name=output_path.name.split(".")[0],
-        )
-    _check_aligned(grid, store.levels[0], len(shape) - len(spatial))
+        store = pred.create_output(output_path, grid, output, attrs=settings)
     todo = store.missing
-    batches = [todo[i : i + int(batch_tiles)] for i in range(0, len(todo), int(batch_tiles))]
-    run_args = {"output": output, "axes": axes, **run_kwargs}
+    run = pred.run(
+        image,
+        store,
+        tile,
+        output=output,
+        axes=axes,
+        normalization=normalization,
+        order=todo,
+        executor=executor,
+        **run_kwargs,
+    )
     plan_seconds = time.perf_counter() - started
-
-    pending = {}
-    for batch in batches:
-        future = client.submit(
-            _run_tiles,
-            model_spec,
-            image_path,
-            read_kwargs,
-            str(output_path),
-            tile,
-            batch,
-            fitted,
-            run_args,
-            predictor_kwargs,
-            pure=False,
-            retries=int(retries),
-        )
-        pending[future.key] = future
-    n_tasks = len(pending)
-    workers: dict[str, int] = {}
-    done = len(store.done)
     try:
-        # a finished task is let go at once: a worker that dies later does not take
-        # results the client already has with it (the scheduler would compute them again)
-        for future in as_completed(list(pending.values())):
-            indices, where = future.result()
-            pending.pop(future.key, None)
-            del future
-            _write_coarse(store.levels, [grid[i].zor for i in indices])
-            for i in indices:
-                store.mark_done(i)
-            workers[where] = workers.get(where, 0) + len(indices)
-            done += len(indices)
+        for ev in run:
+            store.mark_done(ev.tile.index)
             if callback is not None:
-                callback(done, len(grid))
+                callback(len(store.done), store.tiles_total)
     finally:
-        for future in pending.values():  # stopped early: nothing left running
-            future.cancel()
-        pending.clear()
+        run.close()
         store.flush()
     store.finish()
     return ClusterRun(
         output=output_path,
         tiles=len(grid),
-        computed=sum(workers.values()),
-        tasks=n_tasks,
+        computed=len(todo),
+        tasks=executor.tasks,
         seconds=time.perf_counter() - started,
         plan_seconds=plan_seconds,
         grid=grid,
-        workers=workers,
+        workers=dict(executor.workers),
     )

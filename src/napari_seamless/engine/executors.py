@@ -102,6 +102,16 @@ class RunSteps:
         outputs of the batch of ``(tile, window)`` computed another way (e.g. in smaller
         windows after running out of memory, :mod:`napari_seamless.engine.backoff`), or
         the error raised again. None: the error ends the run.
+    remote : callable, optional
+        For executors that run tiles in other processes (``executor.remote`` is True, e.g.
+        :class:`~napari_seamless.engine.cluster.DaskExecutor`): a picklable
+        ``remote(indices) -> dict`` that computes and writes the tiles of those grid
+        indices where it is called (loading the model and opening the image itself), and
+        returns what it did (see :class:`~napari_seamless.engine.cluster.RemoteTiles`).
+        Set by :meth:`~napari_seamless.engine.Predictor.run` for such executors only.
+    settle : callable, optional
+        ``settle(tiles)``: the caller's share of tiles that ``remote`` wrote (e.g. the
+        coarse pyramid levels of an OME-Zarr output); called before they are yielded.
     """
 
     prepare: Callable[[Tile], np.ndarray]
@@ -112,6 +122,8 @@ class RunSteps:
     recover: Callable[[list[tuple[Tile, np.ndarray]], BaseException], list[np.ndarray]] | None = (
         None
     )
+    remote: Callable[[list[int]], Any] | None = None
+    settle: Callable[[list[Tile]], None] | None = None
 
 
 class Schedule:
@@ -177,7 +189,8 @@ class Executor(Protocol):
     """Carries out the tiles of a :class:`Schedule` with the steps of a :class:`RunSteps`.
 
     ``execute`` is a generator of tiles, each yielded after its ZoR is written; closing
-    it stops the run between tiles.
+    it stops the run between tiles. An executor whose attribute ``remote`` is True runs
+    ``steps.remote`` in other processes instead of the three local steps.
     """
 
     def execute(self, schedule: Schedule, steps: RunSteps) -> Iterator[Tile]:

@@ -13,21 +13,23 @@ import contextlib
 import copy
 import os
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from ..errors import ArgumentError, ArgumentTypeError, SeamlessError
 from ..grid import Border, Tile, TileGrid, pad_to_multiple, region_tile
-from ..io import lazy
+from ..io import InputImage, lazy
 from ..overlap import WEIGHTS, OverlapGrid, importance_map
 from ..preprocessing import (
     FittedPreprocessing,
     PercentileNormalization,
     Preprocessing,
     check_finite,
+    read_local,
 )
 from ..stores import ArrayStore, Store
 from .backoff import Backoff, WindowBackoff
@@ -126,7 +128,7 @@ def read_window(image: Any, window: Sequence[slice]) -> np.ndarray:
     spatial = image.shape[1:]
     idx = [_reflect(np.arange(w.start, w.stop), n) for w, n in zip(window, spatial, strict=True)]
     box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in idx)
-    block = np.asarray(image[(slice(None), *box)])
+    block = read_local(image[(slice(None), *box)])
     for ax, (i, b) in enumerate(zip(idx, box, strict=True)):
         local = i - b.start
         if not (local.size == block.shape[ax + 1] and np.array_equal(local, np.arange(local.size))):
@@ -680,6 +682,9 @@ class Predictor:
                 "or build a new one from its model (predictor.model)"
             )
         model, loaded, ndim, self.in_channels = _resolve(model, ndim, in_channels)
+        #: how another process loads the same model (None for a live module)
+        self.source = loaded.source if loaded is not None else None
+        self._device_arg = None if device is None else str(device)
         if loaded is not None:
             activation = loaded.activation if activation is None else activation
             threshold = loaded.threshold if threshold is None else threshold
@@ -1020,6 +1025,9 @@ class Predictor:
         TileSizeError
             On the first event: if ``tile`` is not a valid window size.
         """
+        opened = image if isinstance(image, InputImage) else None
+        if opened is not None:
+            image = opened.data
         _check_image(image)
         if not callable(getattr(store, "write", None)):
             hint = "; wrap an array in ArrayStore(array)" if hasattr(store, "__setitem__") else ""
@@ -1037,9 +1045,34 @@ class Predictor:
                 f"executor must be an Executor (SerialExecutor(), ThreadedExecutor()), got "
                 f"{_kind(executor)}"
             )
+        if getattr(executor, "remote", False):
+            self._check_remote(opened, store, tile, mode, region)
         plan = (mode, halo, overlap, weights, region)
         args = (image, store, tile, output, axes, normalization, border, batch_size, order)
-        return TileRun(lambda run: self._tiles(run, *args, plan, executor))
+        return TileRun(lambda run: self._tiles(run, *args, plan, executor, opened))
+
+    def _check_remote(self, opened: Any, store: Any, tile: Any, mode: str, region: Any) -> None:
+        """Refuse a run that other processes cannot carry out, in one sentence each."""
+        if self.source is None:
+            raise ArgumentError(
+                "a cluster's workers load the model again from its name or file: build the "
+                "Predictor from load_model(...) or a model name or path, not a live torch module"
+            )
+        if opened is None:
+            raise ArgumentError(
+                "a cluster's workers read their windows from the file themselves: pass the "
+                "image as napari_seamless.io.read_image(path) (a path they can see), not an array"
+            )
+        if not callable(getattr(store, "level0_writer", None)):
+            raise ArgumentError(
+                "a cluster's workers write the ZoRs straight into the output: pass an "
+                "OmeZarrStore (OmeZarrStore.create or open) on storage they can see"
+            )
+        if mode != "exact" or tile is None or region is not None:
+            raise ArgumentError(
+                "a cluster runs the exact tile grid: use mode='exact' with a tile size (no "
+                "region, no whole-image reference)"
+            )
 
     def plan(
         self,
@@ -1093,6 +1126,7 @@ class Predictor:
         order: Sequence[int] | None,
         plan: tuple,
         executor: Any,
+        opened: Any = None,
     ) -> Iterator[TileEvent]:
         """The body of :meth:`run`: plan, fit the normalisation, execute, yield events."""
         mode, halo, overlap, weights, region = plan
@@ -1109,7 +1143,8 @@ class Predictor:
         )
         run.grid = windows_plan
         np_dtype = self.np_dtype
-        norm = self._normalization(arr, normalization, np_dtype)
+        fitted = self.fit_normalization(arr, normalization)
+        norm = self._normalization(fitted, np_dtype)
         if order is not None and isinstance(windows_plan, TileGrid):
             tiles = [windows_plan[i] for i in order]
         else:
@@ -1136,7 +1171,26 @@ class Predictor:
         schedule = Schedule(tiles)
         run._attach(schedule)
         steps = RunSteps(prepare, self._forward, finish, batch_size, run.stats)
-        if mode == "exact" and tile is not None:  # out of memory: smaller windows, exact
+        if getattr(executor, "remote", False):  # other processes compute the tiles
+            from .cluster import RemoteTiles
+
+            steps.remote = RemoteTiles(
+                model=self.source,
+                settings=self.settings(),
+                image=opened,
+                writer=store.level0_writer([t.zor for t in tiles]),
+                tile=tile,
+                run={
+                    "output": output,
+                    "axes": axes,
+                    "normalization": fitted,
+                    "border": border,
+                    "batch_size": batch_size,
+                    "halo": halo,
+                },
+            )
+            steps.settle = lambda done: store.fill_coarse([t.zor for t in done])
+        elif mode == "exact" and tile is not None:  # out of memory: smaller windows, exact
             # (not the references, tile=None: they are one window by definition)
             backoff = WindowBackoff(
                 self._forward,
@@ -1151,19 +1205,127 @@ class Predictor:
         for done, t in enumerate(executor.execute(schedule, steps), start=1):
             yield TileEvent(t, done, len(tiles))
 
+    def settings(self) -> dict[str, Any]:
+        """The arguments with which another process builds this same predictor.
+
+        With :attr:`source` (the model): halo and F as computed here (so no analysis is
+        repeated and every process tiles alike), dtype, precision and output convention.
+
+        Returns
+        -------
+        dict
+            Keyword arguments of :class:`Predictor`; ``device`` only when one was given
+            (else each process picks its own: its GPU when it has one).
+        """
+        out: dict[str, Any] = {
+            "ndim": self.ndim,
+            "in_channels": self.in_channels,
+            "halo": tuple(self.halo),
+            "factor": tuple(self.factor),
+            "dtype": self.dtype,
+            "exact": self.exact,
+            "fast": self.fast,
+            "activation": self.activation,
+            "threshold": self.threshold,
+        }
+        if self._device_arg is not None:
+            out["device"] = self._device_arg
+        return out
+
+    def create_output(
+        self,
+        path: str | os.PathLike,
+        grid: TileGrid,
+        output: Output = "labels",
+        *,
+        attrs: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        source_image: str | None = None,
+    ) -> Any:
+        """A new OME-Zarr output for a run of this predictor over ``grid``.
+
+        Level-0 chunks are the ZoR, so each tile writes whole chunks (and a cluster's
+        workers never share one); the done-tile record has one entry per tile.
+
+        Parameters
+        ----------
+        path : str or PathLike
+            The OME-Zarr folder (anything there is replaced: pass a fresh path).
+        grid : TileGrid
+            The run's grid (:meth:`grid`).
+        output : {"labels", "probabilities"}
+            ``"labels"``: ``(*spatial)`` integers (:meth:`label_dtype`), axes ``yx`` /
+            ``zyx``; ``"probabilities"``: ``(classes, *spatial)`` in the float dtype of
+            this predictor, axes ``cyx`` / ``czyx``.
+        attrs : mapping, optional
+            Run settings to record (compared by a resume).
+        name, source_image : str, optional
+            See :meth:`~napari_seamless.stores.OmeZarrStore.create`.
+
+        Returns
+        -------
+        OmeZarrStore
+
+        Raises
+        ------
+        ArgumentError
+            For an unknown ``output``.
+        """
+        from ..stores import OmeZarrStore
+
+        if output not in ("labels", "probabilities"):
+            raise ArgumentError(f"output must be 'labels' or 'probabilities', got {output!r}")
+        classes = self.classes()
+        spatial = tuple(grid.shape)
+        letters = "zyx"[-len(spatial) :]
+        if output == "labels":
+            shape, dtype, kind, axes = spatial, self.label_dtype(classes), "labels", letters
+        else:
+            shape, dtype, kind, axes = (classes, *spatial), self.np_dtype, "image", "c" + letters
+        return OmeZarrStore.create(
+            path,
+            shape,
+            dtype,
+            chunks=grid.zor_size,
+            n_tiles=len(grid),
+            kind=kind,
+            axes=axes,
+            attrs=attrs,
+            name=name or Path(path).name.split(".")[0],
+            source_image=source_image,
+        )
+
     @staticmethod
-    def _normalization(
-        arr: Any, normalization: Any, dtype: type
-    ) -> Callable[[np.ndarray], np.ndarray]:
-        if normalization is None:
-            return lambda w: w.astype(dtype)
+    def fit_normalization(arr: Any, normalization: Any) -> Any:
+        """The normalisation of a run, fitted once on the whole (channel-first) image.
+
+        Parameters
+        ----------
+        arr : array-like
+            ``(C, *spatial)``; only a sample is read for percentile statistics.
+        normalization : "percentile", Preprocessing, PercentileNormalization, callable or None
+            As :meth:`run` takes it (not ``"default"``).
+
+        Returns
+        -------
+        PercentileNormalization, FittedPreprocessing, callable or None
+            A fixed map, the same for every window (and picklable, for a cluster's
+            workers, unless it is the caller's own callable).
+        """
         if isinstance(normalization, str):  # "percentile": checked in run
-            normalization = PercentileNormalization.fit(arr)
+            return PercentileNormalization.fit(arr)
         if isinstance(normalization, Preprocessing):
-            normalization = normalization.fit(arr)  # once, on the whole image
-        if isinstance(normalization, (PercentileNormalization, FittedPreprocessing)):
-            return lambda w: normalization(w, dtype=dtype)
+            return normalization.fit(arr)  # once, on the whole image
         return normalization
+
+    @staticmethod
+    def _normalization(fitted: Any, dtype: type) -> Callable[[np.ndarray], np.ndarray]:
+        """The window map of a fitted normalisation (:meth:`fit_normalization`)."""
+        if fitted is None:
+            return lambda w: w.astype(dtype)
+        if isinstance(fitted, (PercentileNormalization, FittedPreprocessing)):
+            return lambda w: fitted(w, dtype=dtype)
+        return fitted
 
     def classes(self) -> int:
         """Number of output classes (one forward pass on a small input, a multiple of F)."""

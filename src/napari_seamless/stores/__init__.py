@@ -7,13 +7,14 @@ the model or the grid; the engine hands them image-coordinate slices. No torch, 
 from __future__ import annotations
 
 from .array import ArrayStore, LabelsStore, Store
-from .ome_zarr import OmeZarrError, OmeZarrStore, level_chunks
+from .ome_zarr import Level0Writer, OmeZarrError, OmeZarrStore, level_chunks
 from .pyramid import PyramidStore, level_slices, pyramid_shapes
 from .tiff import plain_json, read_tiff_record, write_tiff_pyramid
 
 __all__ = [
     "ArrayStore",
     "LabelsStore",
+    "Level0Writer",
     "OmeZarrError",
     "OmeZarrStore",
     "PyramidStore",

@@ -37,7 +37,7 @@ from ..errors import ArgumentError, SeamlessError
 from ..io import OWNER_KEY
 from .pyramid import PyramidStore, pyramid_shapes
 
-__all__ = ["OmeZarrError", "OmeZarrStore", "level_chunks"]
+__all__ = ["Level0Writer", "OmeZarrError", "OmeZarrStore", "level_chunks"]
 
 RECORD_VERSION = 1
 NGFF_VERSION = "0.4"
@@ -443,6 +443,49 @@ class OmeZarrStore:
         """
         self._pyramid.write(zor, block)
 
+    def fill_coarse(self, zors: Sequence[tuple[slice, ...]]) -> None:
+        """Fill the coarse levels of ZoRs written into level 0 elsewhere.
+
+        See :meth:`~napari_seamless.stores.PyramidStore.fill_coarse`; used with
+        :meth:`level0_writer`.
+        """
+        self._pyramid.fill_coarse(zors)
+
+    def level0_writer(self, zors: Sequence[tuple[slice, ...]]) -> Level0Writer:
+        """A picklable writer of level 0 for other processes (a cluster's workers).
+
+        Each ZoR must cover whole level-0 chunks, so that two processes writing two ZoRs
+        never rewrite the same chunk; :meth:`create` makes chunks of the ZoR size.
+
+        Parameters
+        ----------
+        zors : sequence of tuple of slice
+            Every ZoR the other processes will write (spatial, level-0 pixels).
+
+        Returns
+        -------
+        Level0Writer
+            Its ``write(zor, block)`` writes level 0 only; fill the coarse levels with
+            :meth:`fill_coarse` in this process once a ZoR is written.
+
+        Raises
+        ------
+        ArgumentError
+            If a ZoR does not cover whole chunks (a :class:`ValueError` too).
+        """
+        level0 = self.levels[0]
+        lead = level0.ndim - len(zors[0]) if zors else 0
+        chunks, shape = tuple(level0.chunks[lead:]), tuple(level0.shape[lead:])
+        for zor in zors:
+            for sl, c, n in zip(zor, chunks, shape, strict=True):
+                if sl.start % c or (sl.stop % c and sl.stop != n):
+                    raise ArgumentError(
+                        f"the ZoR {zor} does not cover whole chunks {chunks} of {self.path}; "
+                        "processes writing it could overwrite each other's pixels. Write into "
+                        "an output made for this grid (chunks = the ZoR size)"
+                    )
+        return Level0Writer(str(Path(self.path).resolve() / self.levels[0].basename))
+
     def mark_done(self, index: int) -> None:
         """Record that tile ``index`` is written at every level.
 
@@ -545,3 +588,31 @@ class OmeZarrStore:
             "tiles_total": self.tiles_total,
             "tiles_done": _encode_done(self._done),
         }
+
+
+class Level0Writer:
+    """Writes ZoRs into level 0 of an OME-Zarr output from any process.
+
+    Made by :meth:`OmeZarrStore.level0_writer`; pickles as its path and opens the array on
+    first use.
+
+    Parameters
+    ----------
+    path : str
+        The level-0 zarr array (absolute; on storage every writer sees).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._array: Any = None
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (Level0Writer, (self.path,))
+
+    def write(self, zor: tuple[slice, ...], block: np.ndarray) -> None:
+        """Store ``block`` (shape ``(*lead, *zor_shape)``) at ``zor`` in level 0."""
+        if self._array is None:
+            import zarr
+
+            self._array = zarr.open_array(self.path, mode="r+")
+        self._array[(Ellipsis, *zor)] = block

@@ -146,3 +146,25 @@ class PyramidStore:
             if where is not None:
                 dst, src = where
                 level[(Ellipsis, *dst)] = block[(Ellipsis, *src)]
+
+    def fill_coarse(self, zors: Sequence[tuple[slice, ...]]) -> None:
+        """Write the share of every level above 0 of ZoRs already written into level 0.
+
+        For ZoRs that another process wrote into level 0 only (a cluster's workers): the
+        coarse levels share chunks between ZoRs, so one writer fills them afterwards.
+
+        Parameters
+        ----------
+        zors : sequence of tuple of slice
+            Spatial slices in level-0 pixels, each read back from level 0.
+        """
+        for zor in zors:
+            block = None
+            for k in range(1, len(self.levels)):
+                where = level_slices(zor, k)
+                if where is None:
+                    continue
+                if block is None:
+                    block = np.asarray(self.levels[0][(Ellipsis, *zor)])
+                dst, src = where
+                self.levels[k][(Ellipsis, *dst)] = block[(Ellipsis, *src)]

@@ -20,6 +20,7 @@ More loaders can be added with :func:`register_loader`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from .base import (
     LoadedModel,
     LoadOptions,
     ModelLoadError,
+    ModelSource,
     SelectOutput,
     declared_halo_warning,
     finish,
@@ -46,6 +48,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "LOADERS",
     "LoadOptions",
+    "ModelSource",
     "LoadedModel",
     "Loader",
     "ModelLoadError",
@@ -150,6 +153,20 @@ def register_loader(loader: Loader, before: str | None = None) -> None:
     LOADERS.insert(names.index(before or "file"), loader)
 
 
+def _absolute(spec: str | os.PathLike) -> str:
+    """``spec`` with a file in it made absolute, so another process finds the same file."""
+    text = str(spec)
+    path = Path(text)
+    if isinstance(spec, str) and is_builtin(text):
+        return text
+    if path.exists():
+        return str(path.resolve())
+    head, colon, tail = text.rpartition(":")
+    if colon and Path(head).is_file():  # file.py:function
+        return f"{Path(head).resolve()}:{tail}"
+    return text
+
+
 def load_model(
     spec: str | Path | nn.Module = DEFAULT_MODEL,
     *,
@@ -201,7 +218,10 @@ def load_model(
         if loader.claims(spec):
             loaded = loader.load(spec, options)
             loaded.meta.setdefault("loader", loader.name)
-            return loaded if loader.finishes else finish(loaded, options)
+            loaded = loaded if loader.finishes else finish(loaded, options)
+            if isinstance(spec, (str, os.PathLike)):  # a live module cannot be loaded again
+                loaded.source = ModelSource(_absolute(spec), options)
+            return loaded
     from ..architectures import ARCHITECTURES
 
     raise ModelLoadError(

@@ -82,6 +82,11 @@ class LoadedModel:
         models were trained with) or a declared
         :class:`~napari_seamless.preprocessing.Preprocessing` fitted once on the whole
         image.
+    source : ModelSource or None
+        How to load this model again in another process (what
+        :func:`~napari_seamless.models.load_model` was given and the options): the
+        workers of a cluster run rebuild it from this. None for a live module wrapped by
+        hand, which cannot be loaded again by name.
     """
 
     module: nn.Module
@@ -92,6 +97,7 @@ class LoadedModel:
     activation: Activation = "softmax"
     threshold: float = DEFAULT_THRESHOLD
     normalization: Any = "percentile"
+    source: ModelSource | None = None
 
     def predictor(self, **kwargs: Any) -> Any:
         """A :class:`~napari_seamless.engine.Predictor` for this model and its conventions.
@@ -116,6 +122,43 @@ class LoadedModel:
     def declared_halo_warning(self, halo: Any) -> str | None:
         """Warning text if the declared halo is below ``halo``; see :func:`declared_halo_warning`."""
         return declared_halo_warning(self.meta.get("declared_halo"), halo)
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """What :func:`~napari_seamless.models.load_model` was given: enough to load it again.
+
+    Picklable and small, unlike the module: a cluster's workers each call :meth:`load`.
+
+    Attributes
+    ----------
+    spec : str
+        The built-in name, file or package path, or ``module:function``.
+    options : LoadOptions
+        The caller's choices (pickles allowed, output, activation, threshold).
+    """
+
+    spec: str
+    options: LoadOptions
+
+    def load(self) -> LoadedModel:
+        """Load the model again (on a worker, say); see :func:`load_model`.
+
+        Raises
+        ------
+        ModelLoadError
+            If it cannot be loaded here (a file this process cannot see, say).
+        """
+        from . import load_model
+
+        o = self.options
+        return load_model(
+            self.spec,
+            allow_pickle=o.allow_pickle,
+            output=o.output,
+            activation=o.activation,
+            threshold=o.threshold,
+        )
 
 
 @dataclass(frozen=True)
