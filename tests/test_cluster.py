@@ -34,24 +34,18 @@ def test_cluster_run_equals_single_process_and_resumes(tmp_path, dask_client, nu
     expected = segment("nuclei", image, tile=256)  # the reference, in this process
 
     out = tmp_path / "out.ome.zarr"
-    seen = []
-    summary = run_on_cluster(
-        dask_client,
-        "nuclei",
-        nuclei_tif,
-        out,
-        256,
-        batch_tiles=8,
-        callback=lambda done, total: seen.append((done, total)),
-    )
-    assert summary.tiles == summary.computed == 64  # ZoR 64: 8 x 8 tiles
-    assert summary.tasks == 8
-    assert sum(summary.workers.values()) == 64 and len(summary.workers) == 2
-    assert seen[-1] == (64, 64) and len(seen) == 64
+    # the Python API: segment(..., client=) is run_on_cluster, and returns level 0
+    got = segment("nuclei", str(nuclei_tif), 256, client=dask_client, out=out, progress=True)
+    assert got.shape == expected.shape and got.dtype == expected.dtype
+    np.testing.assert_array_equal(np.asarray(got), expected)
     store = OmeZarrStore.open(out, mode="r")
     assert store.complete and store.missing == []
-    assert store.levels[0].dtype == expected.dtype
     _levels_equal(store, expected)
+    assert store.settings["model"] == "nuclei" and store.settings["tile"] == [256, 256]
+    with pytest.raises(ArgumentError, match="never overwritten"):
+        segment("nuclei", str(nuclei_tif), 256, client=dask_client, out=out)
+    with pytest.raises(TypeError, match="path the workers can read"):
+        segment("nuclei", expected, 256, client=dask_client, out=tmp_path / "x.zarr")
 
     # a stopped run (half the tiles recorded done, the rest empty) resumed on the cluster
     part = tmp_path / "part.ome.zarr"
@@ -59,18 +53,31 @@ def test_cluster_run_equals_single_process_and_resumes(tmp_path, dask_client, nu
         part,
         expected.shape,
         expected.dtype,
-        chunks=summary.grid.zor_size,
+        chunks=64,  # the ZoR of tile 256
         n_tiles=64,
         attrs=store.settings,
     )
-    for t in list(summary.grid)[::2]:
+    from napari_seamless.models import load_model
+
+    grid = load_model("nuclei").predictor().grid((512, 512), 256)
+    for t in list(grid)[::2]:
         half.write(t.zor, expected[t.zor])
         half.mark_done(t.index)
     half.flush()
+    seen = []
     resumed = run_on_cluster(
-        dask_client, "nuclei", nuclei_tif, part, 256, batch_tiles=5, resume=True
+        dask_client,
+        "nuclei",
+        nuclei_tif,
+        part,
+        256,
+        batch_tiles=5,
+        resume=True,
+        callback=lambda done, total: seen.append((done, total)),
     )
     assert (resumed.computed, resumed.tasks) == (32, 7)
+    assert len(resumed.workers) == 2 and sum(resumed.workers.values()) == 32
+    assert seen[0] == (33, 64) and seen[-1] == (64, 64)
     again = OmeZarrStore.open(part, mode="r")
     assert again.complete and again.missing == []
     _levels_equal(again, expected)

@@ -393,10 +393,11 @@ def run_on_cluster(
     client : distributed.Client
         A client of the cluster. Workers must see the image and ``output_path`` (a shared
         file system) and be able to import napari-seamless and torch.
-    model : str, Path or LoadedModel
+    model : str, Path, LoadedModel or Predictor
         A built-in name such as ``"nuclei"``, a model file, a bioimage.io package or
-        ``module:function``, or what :func:`~napari_seamless.models.load_model` returned
-        for one. Each worker process loads it once, never a pickled live module.
+        ``module:function``, what :func:`~napari_seamless.models.load_model` returned for
+        one, or a Predictor built from either. Each worker process loads it once, never a
+        pickled live module.
     image : str, Path or InputImage
         The input (TIFF, zarr, OME-Zarr) path, read with
         :func:`~napari_seamless.io.read_image` (and ``read_kwargs``), or what that
@@ -444,7 +445,7 @@ def run_on_cluster(
     from ..io import InputImage, read_image
     from ..models import LoadedModel, load_model
     from ..stores import OmeZarrStore
-    from .predictor import to_channel_first
+    from .predictor import Predictor, to_channel_first
 
     started = time.perf_counter()
     executor = DaskExecutor(client, batch_tiles=batch_tiles, retries=retries)
@@ -456,8 +457,16 @@ def run_on_cluster(
         )
     if output not in ("labels", "probabilities"):
         raise ArgumentError(f"output must be 'labels' or 'probabilities', got {output!r}")
-    loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    pred = loaded.predictor(**dict(predictor_kwargs or {}))
+    if isinstance(model, Predictor):
+        if predictor_kwargs:
+            raise ArgumentError(
+                "predictor_kwargs cannot change a Predictor that is built already; pass the "
+                "model instead"
+            )
+        pred = model
+    else:
+        loaded = model if isinstance(model, LoadedModel) else load_model(model)
+        pred = loaded.predictor(**dict(predictor_kwargs or {}))
     if not isinstance(image, InputImage):
         image = read_image(image, **dict(read_kwargs or {}))
     output_path = Path(output_path).resolve()
@@ -469,7 +478,7 @@ def run_on_cluster(
         "read": dict(image.read),
         "planes": [[a, dict(i)] for a, i in image.planes],
         "axes": axes,
-        "model": loaded.source.spec if loaded.source is not None else loaded.name,
+        "model": pred.source.spec if pred.source is not None else None,
         "precision": pred.dtype,
         "output": output,
         "tile": list(grid.tile),

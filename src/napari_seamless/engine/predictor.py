@@ -1479,6 +1479,7 @@ def predict(
     halo: int | Sequence[int] | None = None,
     out: Any = None,
     progress: bool = False,
+    client: Any = None,
     **kwargs: Any,
 ) -> Any:
     """Class scores of ``image`` by exact tiled inference.
@@ -1508,6 +1509,13 @@ def predict(
         array); allocated if None.
     progress : bool
         Show a tqdm progress bar.
+    client : distributed.Client, optional
+        Run the tiles on this dask.distributed cluster
+        (:func:`~napari_seamless.engine.cluster.run_on_cluster`): ``image`` is then a path
+        the workers can read (or :func:`~napari_seamless.io.read_image`'s result), ``out``
+        the path of a new OME-Zarr output they can write, ``model`` a name, file or
+        LoadedModel they can load again; ``batch_tiles`` (tiles per task, default 8) may
+        be given. The result is identical to the local run.
     **kwargs
         ``in_channels``, ``factor``, ``device``, ``dtype``, ``exact``, ``activation``,
         ``threshold``, ``time_budget`` for :class:`Predictor` (not with a Predictor:
@@ -1519,7 +1527,8 @@ def predict(
     -------
     numpy.ndarray or the given ``out``, shape (channels, *spatial)
         Probabilities by the activation (softmax by default), float32 (float64 with
-        ``dtype="float64"``).
+        ``dtype="float64"``). With ``client``: level 0 of the OME-Zarr output, a zarr
+        array (read it with ``numpy.asarray`` or open the output in napari).
 
     Raises
     ------
@@ -1541,6 +1550,10 @@ def predict(
     before any tile runs; all but the output convention (found by one forward pass on a
     small input) are raised before the halo analysis.
     """
+    if client is not None:
+        return _run_on_client(
+            client, model, image, tile, ndim, halo, out, progress, "probabilities", kwargs
+        )
     return _run_into(model, image, tile, ndim, halo, out, progress, "probabilities", kwargs)
 
 
@@ -1553,6 +1566,7 @@ def segment(
     halo: int | Sequence[int] | None = None,
     out: Any = None,
     progress: bool = False,
+    client: Any = None,
     **kwargs: Any,
 ) -> Any:
     """Semantic labels (argmax of the class scores) of ``image`` by exact tiled inference.
@@ -1569,6 +1583,10 @@ def segment(
         As :func:`predict`; ``out`` must have the image's spatial shape and a dtype that
         holds every label.
     """
+    if client is not None:
+        return _run_on_client(
+            client, model, image, tile, ndim, halo, out, progress, "labels", kwargs
+        )
     return _run_into(model, image, tile, ndim, halo, out, progress, "labels", kwargs)
 
 
@@ -1645,6 +1663,86 @@ def _run_into(
         kwargs["halo"] = halo  # a halo for this run; the Predictor keeps its own
     _drain(pred.run(image, ArrayStore(out), tile, output=output, **kwargs), progress)
     return out
+
+
+def _run_on_client(
+    client: Any,
+    model: Any,
+    image: Any,
+    tile: Any,
+    ndim: Any,
+    halo: Any,
+    out: Any,
+    progress: bool,
+    output: Output,
+    kwargs: dict,
+) -> Any:
+    """:func:`predict` / :func:`segment` with ``client``: the run on a cluster, into OME-Zarr."""
+    from .cluster import run_on_cluster
+
+    caller = "segment" if output == "labels" else "predict"
+    if not isinstance(out, (str, os.PathLike)):
+        raise ArgumentTypeError(
+            f"{caller}(client=...) writes into an OME-Zarr the workers can see: give out= a "
+            f"path ending in .zarr, got {_kind(out)}"
+        )
+    out = Path(out)
+    if out.suffix.lower() != ".zarr":
+        raise ArgumentError(f"out={str(out)!r} must end in .zarr (an OME-Zarr output)")
+    if out.exists():
+        raise ArgumentError(
+            f"out={str(out)!r} exists and is never overwritten: choose a new path or remove it"
+        )
+    if not isinstance(image, (str, os.PathLike, InputImage)):
+        raise ArgumentTypeError(
+            f"{caller}(client=...) needs the image as a path the workers can read (or "
+            f"napari_seamless.io.read_image(path)), got {_kind(image)}"
+        )
+    allowed = {*PREDICTOR_KEYS, "axes", "normalization", "border", "batch_size", "batch_tiles"}
+    unknown = sorted(set(kwargs) - allowed)
+    if unknown:
+        raise ArgumentTypeError(
+            f"{caller}(client=...) got argument(s) {', '.join(map(repr, unknown))} it cannot "
+            f"send to a cluster; it takes {', '.join(sorted(allowed))}"
+        )
+    settings = {k: kwargs.pop(k) for k in PREDICTOR_KEYS if k in kwargs}
+    if ndim is not None:
+        settings["ndim"] = ndim
+    if halo is not None:
+        settings["halo"] = halo
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(unit="tile", desc="seamless")
+
+    def callback(done: int, total: int) -> None:
+        if bar is not None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+    run_kwargs = {k: kwargs.pop(k) for k in ("border", "batch_size") if k in kwargs}
+    try:
+        done = run_on_cluster(
+            client,
+            model,
+            image,
+            out,
+            tile,
+            batch_tiles=kwargs.pop("batch_tiles", 8),
+            output=output,
+            axes=kwargs.pop("axes", None),
+            normalization=kwargs.pop("normalization", "default"),
+            predictor_kwargs=settings,
+            callback=callback,
+            **run_kwargs,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    from ..stores import OmeZarrStore
+
+    return OmeZarrStore.open(done.output, mode="r").levels[0]
 
 
 def _drain(events: Iterator[TileEvent], progress: bool) -> None:
