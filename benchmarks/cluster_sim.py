@@ -17,10 +17,11 @@
    (ZoR 320, 313^2 = 97,969 tiles). Every task gets a batch of tile indices and the grid's
    *shape parameters* (never the grid), rebuilds the :class:`~napari_seamless.grid.TileGrid`,
    computes each tile's window / ZoR / crop slices (no model, no I/O) and returns the indices;
-   the client checks that every tile came back exactly once. Tasks go in with ``client.map``
-   (all at once) and once more (unless ``--skip-window``) for the smallest grid and batch
-   with at most ``--window`` tasks in flight (refilled by ``client.map``
-   in chunks as ``as_completed`` drains); they are drained with the ``batches`` pattern above.
+   the client checks that every tile came back exactly once. The client side is the
+   product's own :class:`~napari_seamless.engine.cluster.DaskExecutor` (``client.submit`` per
+   batch as the schedule is taken, ``as_completed(...).batches()`` and one ``client.gather``
+   per batch of finished tasks), with all tasks submitted at once, or (``--window``, unless
+   ``--skip-window``) for the smallest grid and batch at most that many in flight.
    The cluster here is a scheduler process and a 2-process worker pool started with
    ``python -m distributed.cli.dask_scheduler`` / ``dask_worker``, so the scheduler's memory
    is its own (a ``LocalCluster`` runs its scheduler inside the client process). Reported per
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import functools
 import gc
 import json
 import math
@@ -64,7 +66,11 @@ def noop(indices):
 
 
 def tile_slices(indices, params):
-    """A simulated tile task: the tiles' slices from a TileGrid rebuilt from ``params``."""
+    """A simulated tile task: the tiles' slices from a TileGrid rebuilt from ``params``.
+
+    Returns what :class:`~napari_seamless.engine.cluster.RemoteTiles` returns, so the
+    client side is the real :class:`~napari_seamless.engine.cluster.DaskExecutor`.
+    """
     from napari_seamless.grid import TileGrid
 
     shape, tile, halo, factor = params
@@ -74,7 +80,7 @@ def tile_slices(indices, params):
         t = grid[i]
         assert t.window[0].start <= t.zor[0].start < t.zor[0].stop <= t.window[0].stop
         out.append(t.index)
-    return out
+    return {"indices": out, "worker": "sim", "forward": 0.0, "read": 0.0, "write": 0.0}
 
 
 # ---------------------------------------------------------------------------- memory
@@ -152,7 +158,7 @@ def overhead(n_tasks: int, batches: list[int]) -> list[dict]:
                     "drain": drain,
                     "tasks": n_tasks,
                     "tiles": n_tasks * b,
-                    "submit_s": round(t_submit, 3),
+                    "first_tile_s": round(t_submit, 3),
                     "wall_s": round(wall, 3),
                     "ms_per_task": round(1e3 * wall / n_tasks, 3),
                     "ms_per_tile": round(1e3 * wall / (n_tasks * b), 4),
@@ -226,15 +232,18 @@ class ProcessCluster:
 
 
 def simulate(client, tile: int, batch: int, window: int | None) -> dict:
-    from distributed import as_completed
-
+    from napari_seamless.engine.cluster import DaskExecutor
+    from napari_seamless.engine.executors import RunSteps, Schedule
     from napari_seamless.grid import TileGrid
 
     grid = TileGrid(SLIDE, tile, HALO, FACTOR)
     params = (SLIDE, tile, HALO, FACTOR)
     n = len(grid)
-    batches = [list(range(i, min(i + batch, n))) for i in range(0, n, batch)]
-    arg_bytes = sum(len(pickle.dumps((b, params))) for b in batches)
+    n_tasks = -(-n // batch)
+    remote = functools.partial(tile_slices, params=params)
+    arg_bytes = sum(
+        len(pickle.dumps((remote, list(range(i, min(i + batch, n)))))) for i in range(0, n, batch)
+    )
 
     client.run_on_scheduler(_trim)
     sched_before = client.run_on_scheduler(lambda: psutil.Process().memory_info().rss)
@@ -242,36 +251,22 @@ def simulate(client, tile: int, batch: int, window: int | None) -> dict:
     sched_pid = client.run_on_scheduler(os.getpid)
     seen = bytearray(n)
     max_in_scheduler = 0
+    executor = DaskExecutor(client, batch_tiles=batch, max_tasks=window, retries=0)
+    steps = RunSteps(prepare=None, forward=None, finish=None, remote=remote)
+    schedule = Schedule(list(grid))
     t0 = time.perf_counter()
+    t_submit = None
     with PeakRSS({"scheduler": sched_pid, "client": os.getpid()}) as peak:
-        step = len(batches) if window is None else max(1, window // 2)
-        first = len(batches) if window is None else window
-        futures = client.map(tile_slices, batches[:first], params=params, pure=False)
-        t_submit = time.perf_counter() - t0
-        queued = first
-        ac = as_completed(futures)
-        del futures
-        done = 0
-        for finished in ac.batches():
-            for result in client.gather(finished):
-                for i in result:
-                    seen[i] += 1
-            done += len(finished)
-            del finished
-            while window is not None and queued < len(batches) and queued - done <= window - step:
-                ac.update(
-                    client.map(
-                        tile_slices, batches[queued : queued + step], params=params, pure=False
-                    )
-                )
-                queued += step
-            if not max_in_scheduler and done >= len(batches) // 2:
+        for done, t in enumerate(executor.execute(schedule, steps), start=1):
+            if t_submit is None:
+                t_submit = time.perf_counter() - t0  # submission until the first tile back
+            seen[t.index] += 1
+            if not max_in_scheduler and done >= n // 2:
                 max_in_scheduler = client.run_on_scheduler(
                     lambda dask_scheduler: len(dask_scheduler.tasks)
                 )
-        wall = time.perf_counter() - t0
-    del ac
-    assert done == len(batches) and seen == bytearray([1]) * n, "a tile missing or repeated"
+    wall = time.perf_counter() - t0
+    assert executor.tasks == n_tasks and seen == bytearray([1]) * n, "a tile missing or repeated"
     time.sleep(0.5)  # let the scheduler forget the released tasks
     sched_after = client.run_on_scheduler(lambda: psutil.Process().memory_info().rss)
     client_after = psutil.Process().memory_info().rss
@@ -280,12 +275,12 @@ def simulate(client, tile: int, batch: int, window: int | None) -> dict:
         "zor": grid.zor_size[0],
         "tiles": n,
         "tiles_per_task": batch,
-        "tasks": len(batches),
+        "tasks": n_tasks,
         "window": window,
         "task_arg_bytes": arg_bytes,
-        "submit_s": round(t_submit, 3),
+        "first_tile_s": round(t_submit, 3),
         "wall_s": round(wall, 2),
-        "ms_per_task": round(1e3 * wall / len(batches), 3),
+        "ms_per_task": round(1e3 * wall / n_tasks, 3),
         "ms_per_tile": round(1e3 * wall / n, 4),
         "tasks_in_scheduler_at_half": max_in_scheduler,
         "scheduler_rss_mib": {
@@ -301,7 +296,7 @@ def simulate(client, tile: int, batch: int, window: int | None) -> dict:
     }
     s, c = row["scheduler_rss_mib"], row["client_rss_mib"]
     print(
-        f"sim: tile {tile} ({n} tiles) x {batch:>2}/task = {len(batches):>6} tasks"
+        f"sim: tile {tile} ({n} tiles) x {batch:>2}/task = {n_tasks:>6} tasks"
         f"{'' if window is None else f' (window {window})'}: {wall:7.2f} s, "
         f"{row['ms_per_task']:.2f} ms/task; scheduler RSS {s['before']} -> peak {s['peak']} MiB, "
         f"client {c['before']} -> peak {c['peak']} MiB",
