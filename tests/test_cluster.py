@@ -216,3 +216,21 @@ def test_level0_writer_refuses_zors_that_share_chunks(tmp_path):
     writer.write(grid[4].zor, np.full((64, 64), 7, np.uint8))
     assert (np.asarray(ok.levels[0][grid[4].zor]) == 7).all()
     assert np.asarray(ok.levels[0][...]).sum() == 7 * 64 * 64
+
+
+def test_local_cluster_arguments_are_checked_before_anything_starts():
+    from napari_seamless.engine.cluster import local_cluster
+
+    with pytest.raises(ArgumentError, match="workers must be 1 or more"):
+        local_cluster(0, gpus=0)
+    with pytest.raises(ArgumentError, match="gpus must be 0 or more"):
+        local_cluster(2, gpus=-1)
+
+
+def test_an_output_says_why_a_run_cannot_resume_it(tmp_path):
+    store = OmeZarrStore.create(
+        tmp_path / "o.zarr", (64, 64), np.uint8, chunks=64, n_tiles=4, attrs={"tile": [256]}
+    )
+    assert store.mismatch({"tile": (256,)}, 4) is None
+    assert store.mismatch({"tile": (512,)}, 4) == ("tile", [256], [512])
+    assert store.mismatch({"tile": [256]}, 9) == ("tiles", 4, 9)

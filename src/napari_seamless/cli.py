@@ -330,13 +330,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                 True  # never lose a stopped run's tiles, even to a refusal here
             )
             store = OmeZarrStore.open(part.scratch)
-            differ = store.differences(settings)
-            if differ or store.tiles_total != len(grid):
-                key, (was, now) = (
-                    next(iter(differ.items()))
-                    if differ
-                    else ("tiles", (store.tiles_total, len(grid)))
-                )
+            wrong = store.mismatch(settings, len(grid))
+            if wrong:
+                key, was, now = wrong
                 raise OutputError(
                     f"the stopped run in {part.scratch.name} used {key} {was}, this run "
                     f"{now}; resume with the same input, model and settings, or pass --fresh "

@@ -397,21 +397,13 @@ class SeamlessWidget(QWidget):
         layout.addStretch(1)
         self.setLayout(layout)
         self.setMinimumWidth(340)
-        # the settings of a run: locked (disabled) while it goes
-        self._settings_widgets = [
-            self.image,
-            self.axes,
-            self.scope,
-            self.model,
-            self.model_file,
-            self.tile,
-            self.auto_tile,
-            self.mode,
-            self.halo,
-            self.overlap,
-            self.weights,
-            self.instances,
-        ]
+        # the settings of a run: locked (disabled) while it goes, and the values of all but
+        # the button kept, to be put back if one changes anyway
+        self._settings_widgets = {
+            name: getattr(self, name)
+            for name in ("image", "axes", "scope", "model", "model_file", "tile", "auto_tile")
+            + ("mode", "halo", "overlap", "weights", "instances")
+        }
 
         self.image.changed.connect(self._on_image)
         self.axes.changed.connect(self._update)
@@ -563,12 +555,11 @@ class SeamlessWidget(QWidget):
         """Disable the run's settings while it goes (and keep what they were)."""
         if running:
             self._run_values = {
-                name: getattr(self, name).value
-                for name in ("image", "axes", "scope", "model", "tile", "mode", "halo")
-                + ("overlap", "weights", "instances")
+                name: widget.value
+                for name, widget in self._settings_widgets.items()
+                if not isinstance(widget, PushButton)
             }
-            self._run_values["model_file"] = self.model_file.value
-        for widget in self._settings_widgets:
+        for widget in self._settings_widgets.values():
             widget.enabled = not running
         self.cancel_button.enabled = running
         self.run_button.enabled = not running and self._grid is not None

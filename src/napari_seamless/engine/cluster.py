@@ -489,11 +489,9 @@ def run_on_cluster(
     }
     if resume:
         store = OmeZarrStore.open(output_path)
-        differ = store.differences(settings)
-        if differ or store.tiles_total != len(grid):
-            key, (was, now) = (
-                next(iter(differ.items())) if differ else ("tiles", (store.tiles_total, len(grid)))
-            )
+        wrong = store.mismatch(settings, len(grid))
+        if wrong:
+            key, was, now = wrong
             raise ArgumentError(
                 f"{output_path} holds a run with {key} {was}, this one {now}: resume with the "
                 "same input, model and settings, or write a new output"

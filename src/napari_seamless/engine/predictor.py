@@ -1339,7 +1339,27 @@ class Predictor:
         return channels
 
 
-class TileRun:
+class EventStream:
+    """An iterator of :class:`TileEvent` over the generator ``_events`` of a subclass.
+
+    :meth:`close` (or dropping the iterator) stops the run between tiles; reader and
+    writer threads, and a cluster's tasks not finished, are shut down.
+    """
+
+    _events: Iterator[TileEvent]
+
+    def __iter__(self) -> EventStream:
+        return self
+
+    def __next__(self) -> TileEvent:
+        return next(self._events)
+
+    def close(self) -> None:
+        """Stop the run between tiles."""
+        self._events.close()
+
+
+class TileRun(EventStream):
     """A run of :meth:`Predictor.run`: an iterator of :class:`TileEvent`, one per tile.
 
     The image is analysed (channels, normalisation statistics) and the tiles computed as
@@ -1362,16 +1382,6 @@ class TileRun:
         self._schedule: Schedule | None = None
         self._first: list[int] | None = None
         self._events = tiles(self)
-
-    def __iter__(self) -> TileRun:
-        return self
-
-    def __next__(self) -> TileEvent:
-        return next(self._events)
-
-    def close(self) -> None:
-        """Stop the run between tiles (reader and writer threads are shut down)."""
-        self._events.close()
 
     def prioritize(self, indices: Sequence[int]) -> int:
         """Start the pending tiles with these indices next (e.g. those in view after a pan).

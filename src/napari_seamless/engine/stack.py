@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..grid import count
-from .predictor import TileEvent
+from .predictor import EventStream, TileEvent
 
 
 @dataclass(frozen=True)
@@ -207,7 +207,7 @@ def no_reading(shape: Sequence[int], ndim: int, in_channels: int, rgb: bool = Fa
     )
 
 
-class StackRun:
+class StackRun(EventStream):
     """The exact tiled run on the planes of a stack, one plane after another.
 
     One :meth:`Predictor.run <napari_seamless.engine.Predictor.run>` per position (the
@@ -295,16 +295,6 @@ class StackRun:
                 done += self.tiles_per_plane
         finally:
             self.current = None
-
-    def __iter__(self) -> StackRun:
-        return self
-
-    def __next__(self) -> TileEvent:
-        return next(self._events)
-
-    def close(self) -> None:
-        """Stop between tiles (the plane in flight keeps its finished tiles)."""
-        self._events.close()
 
     def prioritize(self, indices: Sequence[int]) -> int:
         """Start these tiles of the plane in flight next, and of each later plane first."""

@@ -579,6 +579,30 @@ class OmeZarrStore:
             if self.settings.get(k) != given.get(k)
         }
 
+    def mismatch(self, settings: Mapping[str, Any], n_tiles: int) -> tuple[str, Any, Any] | None:
+        """The first reason this output cannot be resumed by a run of these settings.
+
+        Parameters
+        ----------
+        settings : mapping
+            The settings of the run about to resume (as :meth:`differences` takes them).
+        n_tiles : int
+            Its number of tiles.
+
+        Returns
+        -------
+        tuple of (str, recorded, given) or None
+            The first differing setting (``"tiles"`` for the tile count) with the two
+            values; None when the run may resume here.
+        """
+        differ = self.differences(settings)
+        if differ:
+            key, (was, now) = next(iter(differ.items()))
+            return key, was, now
+        if self.tiles_total != int(n_tiles):
+            return "tiles", self.tiles_total, int(n_tiles)
+        return None
+
     def _record(self) -> dict[str, Any]:
         return {
             "record_version": RECORD_VERSION,
