@@ -39,9 +39,11 @@ def nuclei_truth() -> np.ndarray:
     return nuclei_mask() > 0
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def dask_client():
-    """A client of a local cluster of 2 single-threaded worker processes (started once).
+    """A client of a local cluster of 2 single-threaded worker processes (one per module).
+
+    Not dask's default scheduler: other code's dask arrays still compute locally.
 
     The workers are told there are 2 GPUs (``CUDA_VISIBLE_DEVICES`` 0 and 1), as
     ``seamless predict --workers`` does on a GPU machine; without CUDA they run on the CPU.
@@ -52,7 +54,7 @@ def dask_client():
     env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     with (
         local_cluster(2, gpus=2, env=env, dashboard_address=None) as cluster,
-        distributed.Client(cluster) as client,
+        distributed.Client(cluster, set_as_default=False) as client,
     ):
         yield client
 

@@ -99,18 +99,32 @@ def test_dask_executor_in_predictor_run_gives_bit_identical_float64_scores(
     tmp_path, dask_client, nuclei_tif
 ):
     """The executor seam: Predictor.run with a DaskExecutor, the scores bit for bit."""
-    from napari_seamless.models import load_model
+    import tifffile
 
-    pred = load_model("nuclei").predictor(dtype="float64")
-    opened = read_image(nuclei_tif)
-    local = np.zeros((2, 512, 512), np.float64)
-    for _ in pred.run(np.asarray(opened.data), ArrayStore(local), 288):  # serial, in memory
+    from napari_seamless.models import load_model, save_checkpoint
+
+    # the model from a file given by a relative path: each worker loads the same file
+    save_checkpoint(load_model("nuclei").module, tmp_path / "mine.pt")
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        loaded = load_model("mine.pt")
+    finally:
+        os.chdir(cwd)
+    assert loaded.source.spec == str(tmp_path / "mine.pt")
+    pred = loaded.predictor(dtype="float64")
+    crop = np.asarray(read_image(nuclei_tif).data)[:256, 64:448]
+    tifffile.imwrite(tmp_path / "crop.tif", crop)
+    opened = read_image(tmp_path / "crop.tif")
+    local = np.zeros((2, *crop.shape), np.float64)
+    for _ in pred.run(crop, ArrayStore(local), 256):  # serial, in memory
         pass
 
-    grid = pred.grid((512, 512), 288)
+    grid = pred.grid(crop.shape, 256)
+    assert len(grid) == 24  # ZoR 64: 4 x 6 tiles
     store = pred.create_output(tmp_path / "p.ome.zarr", grid, "probabilities")
     executor = DaskExecutor(dask_client, batch_tiles=3, max_tasks=2)  # 2 in flight at a time
-    run = pred.run(opened, store, 288, executor=executor)
+    run = pred.run(opened, store, 256, executor=executor)
     order = [next(run).tile.index]
     last = len(grid) - 1
     # tiles not yet submitted move forward, as in napari after a pan: the next task takes them

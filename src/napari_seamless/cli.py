@@ -89,11 +89,12 @@ class _dask_client:  # noqa: N801 (used as a context manager, like a function)
 
         from .engine.cluster import local_cluster
 
+        # not dask's default scheduler: only the tile tasks go to the cluster
         if self.args.scheduler is not None:
-            self.client = Client(self.args.scheduler)
+            self.client = Client(self.args.scheduler, set_as_default=False)
         else:  # one worker per GPU when there are GPUs (CUDA_VISIBLE_DEVICES)
             self.cluster = local_cluster(self.args.workers)
-            self.client = Client(self.cluster)
+            self.client = Client(self.cluster, set_as_default=False)
         where = self.args.scheduler or f"a local cluster of {self.args.workers} worker(s)"
         link = getattr(self.client, "dashboard_link", None)
         print(

@@ -190,7 +190,8 @@ def test_visible_region_reference_on_the_mosaic_equals_the_whole_reference(widge
         b <= n for b, n in zip(hi, image.data.shape, strict=True)
     )
     crop = np.asarray(image.data[lo[0] : hi[0], lo[1] : hi[1]])
-    norm = Predictor._normalization(image.data[None], widget.loaded.normalization, np.float32)
+    fitted = Predictor.fit_normalization(image.data[None], widget.loaded.normalization)
+    norm = Predictor._normalization(fitted, np.float32)
     with torch.inference_mode():
         x = torch.from_numpy(np.ascontiguousarray(norm(crop[None])))[None]
         direct = torch.softmax(pred.model(x), 1)[0].numpy()

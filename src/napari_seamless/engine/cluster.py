@@ -209,7 +209,7 @@ class DaskExecutor:
         counter = itertools.count()
         batches: dict[str, list[Tile]] = {}
         futures: dict[str, Any] = {}
-        finished = as_completed()
+        finished = as_completed(loop=self.client.loop)  # the client need not be the default
 
         def submit() -> bool:
             batch = []
