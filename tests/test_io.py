@@ -89,7 +89,10 @@ def test_missing_or_read_only_folder_is_one_clear_error(tmp_path):
         ro.chmod(0o700)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+# Ctrl-C at every phase is tests/test_faults.py's; here SIGINT runs with -m slow
+@pytest.mark.parametrize(
+    "sig", [pytest.param(signal.SIGINT, marks=pytest.mark.slow), signal.SIGTERM, signal.SIGKILL]
+)
 def test_a_killed_run_leaves_the_previous_output_whole(tmp_path, sig):
     src = tmp_path / "in.tif"
     tifffile.imwrite(src, (np.random.default_rng(1).random((512, 512)) * 255).astype(np.uint8))

@@ -50,7 +50,8 @@ def _kill_half_way(cmd, scratch_glob, folder):
     return done
 
 
-@pytest.mark.parametrize("suffix", ["zarr", "tif"])
+# the TIFF output goes through the same scratch OME-Zarr as a zarr output, then its swap
+@pytest.mark.parametrize("suffix", [pytest.param("zarr", marks=pytest.mark.slow), "tif"])
 def test_sigkill_half_way_then_resume_equals_an_uninterrupted_run(slide, tmp_path, capsys, suffix):
     whole = tmp_path / f"whole.{suffix}"
     args = ["-q", "--tile", "256"]

@@ -111,7 +111,7 @@ def test_overlap_average_streams_into_a_layer_and_differs(widget, qtbot):
 def test_bad_input_is_refused_and_changes_nothing(widget, qtbot):
     viewer = widget.viewer
     viewer.open_sample("napari-seamless", "nuclei")
-    widget.tile.value = 256
+    widget.tile.value = 512  # 4 tiles: a finished result is all this test needs
     before = layer_names(viewer)
     widget.compare.compare()  # no result yet
     assert "Compare needs a finished result: press Run first" in widget.status.value
@@ -148,7 +148,7 @@ def test_bad_input_is_refused_and_changes_nothing(widget, qtbot):
 def test_rectangle_region_reference_is_the_whole_reference_there(widget, qtbot):
     viewer = widget.viewer
     viewer.open_sample("napari-seamless", "nuclei")
-    widget.tile.value = 256
+    widget.tile.value = 384  # 9 tiles whose seams cross the rectangle
     _run(widget, qtbot)
     widget.compare.draw_region()
     viewer.layers[cmp.REGION_NAME].add_rectangles(np.array([[100.5, 37.2], [299.5, 259.9]]))
