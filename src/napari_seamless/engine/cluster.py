@@ -207,35 +207,44 @@ class DaskExecutor:
         stats, start = steps.stats, time.perf_counter()
         run_id = uuid.uuid4().hex[:8]
         counter = itertools.count()
-        batches: dict[str, list[Tile]] = {}
+        batches_of: dict[str, list[Tile]] = {}
         futures: dict[str, Any] = {}
         finished = as_completed(loop=self.client.loop)  # the client need not be the default
 
-        def submit() -> bool:
-            batch = []
-            while len(batch) < self.batch_tiles and (t := schedule.take()) is not None:
-                batch.append(t)
-            if not batch:
-                return False
-            future = self.client.submit(
+        def submit(most: int | None) -> int:
+            """Submit up to ``most`` (None: all) batches taken from the schedule, in one call."""
+            batches = []
+            while most is None or len(batches) < most:
+                batch = []
+                while len(batch) < self.batch_tiles and (t := schedule.take()) is not None:
+                    batch.append(t)
+                if not batch:
+                    break
+                batches.append(batch)
+            if not batches:
+                return 0
+            keys = [f"seamless-tiles-{run_id}-{next(counter)}" for _ in batches]
+            # one client.map: submitting 10^4 tasks one by one takes seconds before the first
+            # result, a map a fraction of a second
+            submitted = self.client.map(
                 steps.remote,
-                [t.index for t in batch],
-                key=f"seamless-tiles-{run_id}-{next(counter)}",
+                [[t.index for t in b] for b in batches],
+                key=keys,
                 pure=False,
                 retries=self.retries,
             )
-            batches[future.key], futures[future.key] = batch, future
-            finished.add(future)
-            self.tasks += 1
-            return True
+            for future, batch in zip(submitted, batches, strict=True):
+                batches_of[future.key], futures[future.key] = batch, future
+            finished.update(submitted)
+            self.tasks += len(batches)
+            return len(batches)
 
-        while (self.max_tasks is None or len(futures) < self.max_tasks) and submit():
-            pass
+        submit(self.max_tasks)
         try:
             for done in finished.batches():
                 results = self.client.gather(done)  # one round trip for the whole batch
                 for future, result in zip(done, results, strict=True):
-                    batch = batches.pop(future.key)
+                    batch = batches_of.pop(future.key)
                     futures.pop(future.key, None)
                     if sorted(result["indices"]) != sorted(t.index for t in batch):
                         raise RuntimeError(
@@ -253,11 +262,12 @@ class DaskExecutor:
                         stats.tiles += 1
                         stats.wall = time.perf_counter() - start
                         yield t
-                    submit()
+                    if self.max_tasks is not None:
+                        submit(1)  # keep max_tasks in flight, the next in schedule order
                 del done, results  # let the finished tasks go
         finally:
-            for future in futures.values():  # stopped early: nothing left running
-                future.cancel()
+            if futures:  # stopped early: nothing left running
+                self.client.cancel(list(futures.values()))
             futures.clear()
             stats.wall = time.perf_counter() - start
 
