@@ -10,6 +10,7 @@ from napari_seamless.qa import max_abs_difference, misclassification_error
 from napari_seamless.stores import ArrayStore, PyramidStore
 
 TILES = [256, 384, 512]  # ZoR 64, 192, 320 at halo 96
+DEFAULT_FLOAT64 = {(256, "clip"), (384, "shift"), (512, "clip")}
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +63,14 @@ def test_tiled_equals_whole_float32(pred32, shape, tile):
     assert max_abs_difference(ref, tiled) <= 1e-5
 
 
-@pytest.mark.parametrize("border", ["clip", "shift"])
-@pytest.mark.parametrize("tile", TILES)
+@pytest.mark.parametrize(
+    "tile, border",
+    [  # each tile and each border by default; every pair with -m slow
+        pytest.param(t, b, marks=[] if (t, b) in DEFAULT_FLOAT64 else [pytest.mark.slow])
+        for t in TILES
+        for b in ("clip", "shift")
+    ],
+)
 def test_tiled_equals_whole_float64(pred64, tile, border):
     # float64 convolutions go through BLAS (no oneDNN kernel), whose blocking can depend on
     # the window's width: bit-identical on some CPUs, equal to a few ulp (~1e-15) on others
