@@ -42,6 +42,8 @@ _LAZY = {
     "InstanceError": "instances",
     "run_on_cluster": "engine.cluster",
     "ClusterRun": "engine.cluster",
+    "DaskExecutor": "engine.cluster",
+    "local_cluster": "engine.cluster",
 }
 
 __all__ = ["__version__", *_LAZY]

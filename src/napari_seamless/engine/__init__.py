@@ -19,6 +19,11 @@ it, and stopping the generator between tiles cancels the run.
 ``backoff``
     Out of memory in a run: the failed tile and the rest in windows smaller by F (each
     ZoR in parts with the full halo, still exact), no finished tile lost.
+``cluster``
+    :class:`DaskExecutor`: the tiles as dask.distributed tasks, batches of tiles each,
+    workers loading the model and the image themselves and writing ZoRs straight into
+    an OME-Zarr output; :func:`run_on_cluster` and :func:`local_cluster` (one worker per
+    GPU). dask.distributed is imported only when a cluster is used.
 
 Nothing here imports Qt or napari.
 """
@@ -32,6 +37,7 @@ from .autotile import (
     parse_bytes,
 )
 from .backoff import Backoff, TileMemoryError, is_out_of_memory
+from .cluster import DaskExecutor, local_cluster, run_on_cluster
 from .executors import Schedule, SerialExecutor, ThreadedExecutor
 from .predictor import (
     ACTIVATIONS,
@@ -57,6 +63,9 @@ __all__ = [
     "Schedule",
     "SerialExecutor",
     "ThreadedExecutor",
+    "DaskExecutor",
+    "local_cluster",
+    "run_on_cluster",
     "choose_tile",
     "TileChoice",
     "TileProbe",

@@ -937,9 +937,11 @@ class Predictor:
 
         Parameters
         ----------
-        image : array-like
+        image : array-like or InputImage
             ``(*spatial)`` or with a channel axis (see :func:`to_channel_first`); numpy,
-            zarr, dask or memmap. Only windows are read.
+            zarr, dask or memmap, or what :func:`~napari_seamless.io.read_image` returned
+            (needed by a cluster's executor: its workers open the file again). Only
+            windows are read.
         store : Store
             Anything with ``write(zor, block)``, e.g. ``ArrayStore(array)``. Receives
             ``(channels, *zor_shape)`` float32 probabilities (the activation's output) for
@@ -998,7 +1000,11 @@ class Predictor:
             (default: read, run, write in turn) or
             :class:`~napari_seamless.engine.ThreadedExecutor` (windows read and
             normalised by background threads ahead of the model, ZoRs written behind it;
-            the same result, the model busier). ``"overlap-average"`` always runs serially.
+            the same result, the model busier) or
+            :class:`~napari_seamless.engine.cluster.DaskExecutor` (batches of tiles as
+            dask.distributed tasks; needs a model from ``load_model``, an ``InputImage``
+            and an ``OmeZarrStore``, and the exact mode). ``"overlap-average"`` always runs
+            serially.
 
         Returns
         -------
@@ -1017,7 +1023,8 @@ class Predictor:
             When called: for an empty or 0-d image, an unknown ``output``,
             ``normalization``, ``border``, ``mode`` or ``weights``, a ``tile`` with the
             wrong number of values, ``batch_size < 1``, a halo that is not a multiple of
-            F, or settings that do not belong to the mode.
+            F, settings that do not belong to the mode, or (a cluster's executor) a model,
+            image, store or mode its workers cannot reproduce.
         RegionError
             On the first event: if ``region`` is not inside the image.
         ChannelError
