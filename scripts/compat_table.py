@@ -215,7 +215,7 @@ def write_docs(path: Path, body: str) -> None:
             "float64 (max |diff| <= 1e-12, same argmax) on a random image of several tiles, "
             "while one F-step less differs. *Refused*: `NotTileableError`, with the operation "
             "that couples space and the module that runs it. *Expected* is written from "
-            "reading each architecture; `tests/test_zoo.py` checks the same at test widths.\n\n"
+            "reading each architecture; `tests/test_zoo.py` checks the same at test widths (a core of the table by default, every row with `-m slow`).\n\n"
             "Regenerate with `python scripts/compat_table.py` (about 20 minutes on 2 shared CPU "
             "cores; needs the `testing` extra).\n\n"
         )
