@@ -11,7 +11,7 @@ pytest.importorskip("distributed")
 
 
 @pytest.mark.slow  # ~22 s: run with -m slow (tests/test_cluster.py checks the engine)
-def test_predict_on_a_local_cluster_equals_the_single_process_run(tmp_path, capsys, monkeypatch):
+def test_predict_on_a_local_cluster_equals_the_single_process_run(tmp_path, capfd, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the worker processes inherit it
     # a tiled TIFF is read lazily (dask): the client's own reads must stay local, not be
     # sent to the cluster with the open file inside (they were, and failed to pickle)
@@ -23,11 +23,12 @@ def test_predict_on_a_local_cluster_equals_the_single_process_run(tmp_path, caps
     local, cluster = tmp_path / "local.tif", tmp_path / "cluster.tif"
     pick = ["--axes", "ZYX", "--index", "Z=1", "--tile", "256", "-q"]
     assert main(["predict", str(src), "-o", str(local), *pick]) == 0
-    capsys.readouterr()
+    capfd.readouterr()
     args = ["predict", str(src), "-o", str(cluster), *pick]
     assert main([*args, "--workers", "2", "--batch-tiles", "4"]) == 0
-    err = capsys.readouterr().err
+    err = capfd.readouterr().err
     assert "local cluster of 2 worker(s)" in err and "dashboard: http" in err
+    assert " - INFO - " not in err  # dask's start-up chatter (workers' too) is not shown
     assert "cluster: 16 tasks" in err and "64 tiles computed" in err
     expected = tifffile.imread(local)
     got = tifffile.imread(cluster)

@@ -85,10 +85,17 @@ class _dask_client:  # noqa: N801 (used as a context manager, like a function)
         self.client: Any = None
 
     def __enter__(self) -> Any:
+        import logging
+
         from distributed import Client
 
         from .engine.cluster import local_cluster
 
+        # dask's INFO lines (scheduler and workers starting, closing) are not for a person
+        # running one command; its warnings and errors still show
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+        # the worker processes inherit it (a user's own setting wins)
+        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
         # not dask's default scheduler: only the tile tasks go to the cluster
         if self.args.scheduler is not None:
             self.client = Client(self.args.scheduler, set_as_default=False)
