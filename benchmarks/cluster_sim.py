@@ -180,46 +180,24 @@ class ProcessCluster:
         self.dir = tempfile.mkdtemp(prefix="cluster-sim-")
         self.file = str(Path(self.dir) / "scheduler.json")
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        base = [sys.executable, "-m"]
-        self.scheduler = subprocess.Popen(
-            [
-                *base,
-                "distributed.cli.dask_scheduler",
-                "--scheduler-file",
-                self.file,
-                "--port",
-                "0",
-                "--no-dashboard",
-                "--host",
-                "127.0.0.1",
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+
+        def start(command: str, *args: str) -> subprocess.Popen:
+            """``python -m distributed.cli.<command>`` on this scheduler file, quiet."""
+            return subprocess.Popen(
+                [sys.executable, "-m", f"distributed.cli.{command}", "--scheduler-file"]
+                + [self.file, *args, "--no-dashboard", "--host", "127.0.0.1"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+
+        self.scheduler = start("dask_scheduler", "--port", "0")
         deadline = time.time() + 60
         while not Path(self.file).exists():
             if time.time() > deadline or self.scheduler.poll() is not None:
                 raise RuntimeError("the dask scheduler did not start")
             time.sleep(0.2)
-        self.workers = subprocess.Popen(
-            [
-                *base,
-                "distributed.cli.dask_worker",
-                "--scheduler-file",
-                self.file,
-                "--nworkers",
-                str(workers),
-                "--nthreads",
-                "1",
-                "--no-dashboard",
-                "--host",
-                "127.0.0.1",
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        self.workers = start("dask_worker", "--nworkers", str(workers), "--nthreads", "1")
 
     def close(self) -> None:
         for p in (self.workers, self.scheduler):

@@ -355,8 +355,9 @@ class ClusterRun:
     seconds : float
         Wall time of the whole call, planning included.
     plan_seconds : float
-        Part of ``seconds`` spent on the client before the first task was submitted (model
-        analysis, normalisation fit, output creation).
+        Part of ``seconds`` spent on the client before the run started (model loading and
+        halo analysis, grid, output creation); the normalisation is fitted, and the tasks
+        submitted, after it.
     grid : TileGrid
         The grid.
     workers : dict
